@@ -1,0 +1,334 @@
+"""Every setting of a run, as dataclasses; presets; YAML round trip.
+
+One source of truth: the command line builds an :class:`ExperimentConfig`, everything below takes
+that config (or plain arguments taken from it). Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
+SOURCES = ("synthetic", "sicap", "folders")
+MODES = ("upsampled", "native")
+BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+AT_NORMS = ("minmax", "softmax", "l2", "none")
+AT_DISTANCES = ("l2", "bce", "kl")
+AT_WEIGHTINGS = ("positive", "gradcam", "gradcam_pp")
+AT_CLASSES = ("all", "target")
+FMAP_RESIZES = ("maxpool", "bicubic", "mean")
+
+
+class ConfigError(ValueError):
+    """A setting has a value outside what it accepts; the message names the setting."""
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not accepted; expected one of {list(choices)}")
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name}={value!r} is not accepted; expected a number {bound}")
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded synthetic H&E benchmark. The defaults are "benchmark v1": frozen, never tuned
+    to make a method win (see ``ird_tf.data.synthetic``)."""
+
+    version: str = "v1"
+    seed: int = 2023
+    patients: int = 24
+    slides_per_patient: int = 2
+    patches_per_slide: int = 24
+    patch_size: int = 128
+    magnification: float = 10.0
+    class_balance: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
+    difficulty: float = 0.5
+    folds: int = 4
+
+    def validate(self) -> None:
+        for name in ("patients", "slides_per_patient", "patches_per_slide", "patch_size", "folds"):
+            _check_positive(f"synthetic.{name}", getattr(self, name))
+        if len(self.class_balance) != 4 or min(self.class_balance) < 0 or sum(self.class_balance) <= 0:
+            raise ConfigError(
+                f"synthetic.class_balance={self.class_balance!r}: expected 4 weights >= 0 (NC, G3, G4, G5)"
+            )
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ConfigError(f"synthetic.difficulty={self.difficulty!r}: expected a number in [0, 1]")
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation of the high-resolution image, applied once before the low-resolution view is
+    derived from it."""
+
+    enabled: bool = True
+    flip: bool = True
+    rot90: bool = True
+    rotation_deg: float = 15.0
+    scale: tuple[float, float] = (0.95, 1.2)
+    translate: float = 0.05
+    color_jitter: float = 0.1
+    stain_jitter: float = 0.05
+
+    def validate(self) -> None:
+        _check_positive("augment.rotation_deg", self.rotation_deg, allow_zero=True)
+        if not (0 < self.scale[0] <= self.scale[1]):
+            raise ConfigError(f"augment.scale={self.scale!r}: expected (low, high) with 0 < low <= high")
+        for name in ("translate", "color_jitter", "stain_jitter"):
+            _check_positive(f"augment.{name}", getattr(self, name), allow_zero=True)
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    root: str | None = None
+    unlabeled: str | None = None
+    fold: str = "Val1"
+    class_names: tuple[str, ...] | None = None
+    teacher_mag: float = 10.0
+    student_mag: float = 2.5
+    mode: str = "upsampled"
+    image_size: int = 128
+    batch_size: int = 32
+    class_balanced: bool = True
+    cache: bool = True
+    skip_missing: bool = False
+    skip_corrupt: bool = False
+    cache_dir: str = ".cache"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    @property
+    def factor(self) -> int:
+        """Integer downsampling factor teacher_mag / student_mag (1, 2, 4, 8, 16)."""
+        return int(round(self.teacher_mag / self.student_mag))
+
+    @property
+    def student_size(self) -> int:
+        """Side of the student's input image."""
+        return self.image_size if self.mode == "upsampled" else self.image_size // self.factor
+
+    def validate(self) -> None:
+        _check_choice("data.source", self.source, SOURCES)
+        _check_choice("data.mode", self.mode, MODES)
+        if self.source in ("sicap", "folders") and not self.root:
+            raise ConfigError(f"data.root is required when data.source={self.source!r}")
+        _check_positive("data.teacher_mag", self.teacher_mag)
+        _check_positive("data.student_mag", self.student_mag)
+        ratio = self.teacher_mag / self.student_mag
+        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ConfigError(
+                f"data.student_mag={self.student_mag!r}: teacher_mag / student_mag must be a whole "
+                f"number >= 1 (got {ratio:g}); accepted with 10x: {list(MAGNIFICATIONS)}"
+            )
+        if self.image_size % self.factor:
+            raise ConfigError(
+                f"data.image_size={self.image_size} is not divisible by the factor {self.factor}"
+            )
+        _check_positive("data.image_size", self.image_size)
+        _check_positive("data.batch_size", self.batch_size)
+        self.augment.validate()
+        self.synthetic.validate()
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vgg_tiny"
+    weights: str | None = None
+    student_weights: str | None = None
+
+    def validate(self) -> None:
+        _check_choice("model.backbone", self.backbone, BACKBONES)
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (0 switches a term off) and their options."""
+
+    ce: float = 1.0
+    fm: float = 0.1
+    at: float = 10.0
+    zk_at: float = 0.0
+    kd: float = 0.0
+    fmap: float = 0.0
+    label_smoothing: float = 0.0
+    at_norm: str = "minmax"
+    at_distance: str = "l2"
+    at_weighting: str = "positive"
+    at_classes: str = "all"
+    at_second_order: bool = True
+    at_temperature: float = 0.01
+    kd_temperature: float = 4.0
+    fmap_resize: str = "maxpool"
+    fmap_p: int = 2
+
+    def weights(self) -> dict[str, float]:
+        """The active terms and their weights, by registry name."""
+        names = ("ce", "fm", "at", "zk_at", "kd", "fmap")
+        return {n: float(getattr(self, n)) for n in names if getattr(self, n) != 0}
+
+    def validate(self) -> None:
+        for n in ("ce", "fm", "at", "zk_at", "kd", "fmap", "label_smoothing"):
+            _check_positive(f"loss.{n}", getattr(self, n), allow_zero=True)
+        _check_choice("loss.at_norm", self.at_norm, AT_NORMS)
+        _check_choice("loss.at_distance", self.at_distance, AT_DISTANCES)
+        _check_choice("loss.at_weighting", self.at_weighting, AT_WEIGHTINGS)
+        _check_choice("loss.at_classes", self.at_classes, AT_CLASSES)
+        _check_choice("loss.fmap_resize", self.fmap_resize, FMAP_RESIZES)
+        _check_choice("loss.fmap_p", self.fmap_p, (1, 2))
+        _check_positive("loss.at_temperature", self.at_temperature)
+        _check_positive("loss.kd_temperature", self.kd_temperature)
+        if not self.weights():
+            raise ConfigError("loss: every term weight is 0; one of ce/fm/at/zk_at/kd/fmap must be > 0")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 8
+    teacher_epochs: int = 8
+
+    def validate(self) -> None:
+        _check_choice("optim.name", self.name, ("adam", "adamw", "sgd"))
+        _check_positive("optim.learning_rate", self.learning_rate)
+        _check_positive("optim.weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("optim.epochs", self.epochs)
+        _check_positive("optim.teacher_epochs", self.teacher_epochs)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 22
+    output_dir: str = "runs"
+    name: str | None = None
+    precision: str = "float32"
+    strategy: str = "default"
+    jit: bool = False
+    tensorboard_images: int = 4
+    verbose: int = 2
+
+    def validate(self) -> None:
+        _check_choice("run.precision", self.precision, PRECISIONS)
+        _check_choice("run.strategy", self.strategy, STRATEGIES)
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> ExperimentConfig:
+        for part in (self.data, self.model, self.loss, self.optim, self.run):
+            part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        return _build(cls, d, "")
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"config file {path}: {e}") from e
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    """Builds a dataclass from a nested mapping; unknown keys are errors that name them."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(f"unknown setting(s) {unknown} at {where}; known: {sorted(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in d.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping")
+            kwargs[name] = _build(type(current), value, f"{prefix}{name}.")
+        elif isinstance(current, tuple) or (current is None and isinstance(value, list)):
+            kwargs[name] = tuple(value) if value is not None else None
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def preset(name: str) -> ExperimentConfig:
+    """``cpu``: small and fast, the default (vgg_tiny at 128 px on the synthetic benchmark).
+    ``paper``: the authors' settings (VGG16 at 512 px, Adam 1e-4, batch 32, 20 epochs, SICAPv2)."""
+    if name == "cpu":
+        return ExperimentConfig(
+            data=DataConfig(batch_size=32, image_size=128),
+            optim=OptimConfig(learning_rate=1e-3, epochs=8, teacher_epochs=8),
+        )
+    if name == "paper":
+        return ExperimentConfig(
+            data=DataConfig(
+                source="sicap",
+                fold="Val1",
+                image_size=512,
+                batch_size=32,
+                augment=AugmentConfig(
+                    rot90=False, rotation_deg=45.0, scale=(0.95, 1.2), translate=0.05,
+                    color_jitter=0.1, stain_jitter=0.0,
+                ),
+            ),
+            model=ModelConfig(backbone="vgg16", weights="imagenet"),
+            loss=LossConfig(ce=1.0, fm=0.1, at=10.0, at_norm="minmax", at_distance="l2"),
+            optim=OptimConfig(learning_rate=1e-4, epochs=20, teacher_epochs=20),
+        )
+    raise ConfigError(f"preset={name!r} is not accepted; expected one of ['cpu', 'paper']")
+
+
+PRESETS = ("cpu", "paper")
+PAPER_SEEDS = (22, 32, 43)
+
+__all__ = [
+    "ConfigError", "SyntheticConfig", "AugmentConfig", "DataConfig", "ModelConfig", "LossConfig",
+    "OptimConfig", "RunConfig", "ExperimentConfig", "preset", "PRESETS", "PAPER_SEEDS",
+]

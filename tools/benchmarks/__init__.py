@@ -1,0 +1,1 @@
+"""Benchmark sections for tools/benchmark.py."""
