@@ -1,1 +1,6 @@
-"""data"""
+"""Data layer: readers, the synthetic H&E benchmark, augmentation and the multi-resolution tf.data
+pipeline. Knows nothing of models."""
+
+from ird_tf.data.errors import DataError
+
+__all__ = ["DataError"]
