@@ -1,0 +1,200 @@
+"""Command-line options shared by every entry point, turned into one :class:`ExperimentConfig`.
+
+Order of precedence: ``--preset`` (default ``cpu``) < ``--config FILE.yaml`` < explicit options.
+Options left unset on the command line keep the value of the preset/config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ird_tf.config import (
+    AT_CLASSES,
+    AT_DISTANCES,
+    AT_NORMS,
+    AT_WEIGHTINGS,
+    BACKBONES,
+    FMAP_RESIZES,
+    MODES,
+    PRECISIONS,
+    PRESETS,
+    STRATEGIES,
+    ConfigError,
+    ExperimentConfig,
+    preset,
+)
+
+# option dest -> (config section, field)
+_FIELDS: dict[str, tuple[str, str]] = {
+    "fold": ("data", "fold"),
+    "teacher_mag": ("data", "teacher_mag"),
+    "res": ("data", "student_mag"),
+    "mode": ("data", "mode"),
+    "image_size": ("data", "image_size"),
+    "batch_size": ("data", "batch_size"),
+    "cache_dir": ("data", "cache_dir"),
+    "skip_missing": ("data", "skip_missing"),
+    "skip_corrupt": ("data", "skip_corrupt"),
+    "backbone": ("model", "backbone"),
+    "weights": ("model", "weights"),
+    "student_weights": ("model", "student_weights"),
+    "alpha_ce": ("loss", "ce"),
+    "alpha_fm": ("loss", "fm"),
+    "alpha_at": ("loss", "at"),
+    "alpha_zk_at": ("loss", "zk_at"),
+    "alpha_kd": ("loss", "kd"),
+    "alpha_fmap": ("loss", "fmap"),
+    "label_smoothing": ("loss", "label_smoothing"),
+    "at_norm": ("loss", "at_norm"),
+    "at_distance": ("loss", "at_distance"),
+    "at_weighting": ("loss", "at_weighting"),
+    "at_classes": ("loss", "at_classes"),
+    "at_temperature": ("loss", "at_temperature"),
+    "kd_temperature": ("loss", "kd_temperature"),
+    "fmap_resize": ("loss", "fmap_resize"),
+    "fmap_p": ("loss", "fmap_p"),
+    "optimizer": ("optim", "name"),
+    "lr": ("optim", "learning_rate"),
+    "weight_decay": ("optim", "weight_decay"),
+    "epochs": ("optim", "epochs"),
+    "teacher_epochs": ("optim", "teacher_epochs"),
+    "seed": ("run", "seed"),
+    "output_dir": ("run", "output_dir"),
+    "name": ("run", "name"),
+    "precision": ("run", "precision"),
+    "strategy": ("run", "strategy"),
+    "verbose": ("run", "verbose"),
+}
+
+
+def build_parser(description: str, *, student: bool = True) -> argparse.ArgumentParser:
+    """The shared options; ``student=False`` hides the distillation-only ones (teacher training)."""
+    p = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options left out keep the value of the preset or config file; --print-config shows "
+        "the resolved settings.",
+    )
+    g = p.add_argument_group("configuration")
+    g.add_argument("--preset", choices=PRESETS, default="cpu",
+                   help="base settings: cpu (vgg_tiny, 128 px, synthetic) or paper (VGG16, 512 px, SICAPv2)")
+    g.add_argument("--config", metavar="FILE.yaml", help="settings file (see experiments/configs/)")
+    g.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    g = p.add_argument_group("data (nothing = the embedded synthetic benchmark, generated on first use)")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--sicap", metavar="ROOT", help="SICAPv2 root (images/, partition/)")
+    src.add_argument("--folders", metavar="ROOT", help="class-folder root: ROOT/[train/]<class>/*.png")
+    if student:
+        g.add_argument("--unlabeled", metavar="DIR",
+                       help="folder of unlabeled images: distil label-free (soft labels + feature maps)")
+    g.add_argument("--fold", help="SICAPv2 / synthetic validation fold: Val1..Val4")
+    g.add_argument("--teacher-mag", type=float, help="teacher magnification (x)")
+    if student:
+        g.add_argument("--res", type=float, help="student magnification (x): 5, 2.5, 1.25 or 0.625")
+        g.add_argument("--mode", choices=MODES,
+                       help="upsampled: student reads the low-res view resized back (paper); "
+                            "native: student reads the small image (real compute savings)")
+    g.add_argument("--image-size", type=int, help="side of the teacher's input in pixels")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--cache-dir", help="where the synthetic dataset is generated")
+    g.add_argument("--skip-missing", action="store_true", default=None,
+                   help="skip listed images that are absent (counted) instead of failing")
+    g.add_argument("--skip-corrupt", action="store_true", default=None,
+                   help="skip unreadable images (counted) instead of failing")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", choices=BACKBONES)
+    g.add_argument("--weights", help="initial weights: 'imagenet' or a .weights.h5/.keras file")
+    if student:
+        g.add_argument("--student-weights", help="initial student weights (default: --weights)")
+
+    if student:
+        g = p.add_argument_group("loss terms (weight 0 switches a term off)")
+        g.add_argument("--alpha-ce", type=float, help="cross-entropy with the labels")
+        g.add_argument("--alpha-fm", type=float, help="feature matching (RMSE of the feature maps)")
+        g.add_argument("--alpha-at", type=float, help="attention matching of Grad-CAM maps (AT+)")
+        g.add_argument("--alpha-zk-at", type=float, help="activation-based attention transfer (Zagoruyko)")
+        g.add_argument("--alpha-kd", type=float, help="soft-label distillation (Hinton, T^2 KL)")
+        g.add_argument("--alpha-fmap", type=float, help="feature-map loss of DiPalma et al.")
+        g.add_argument("--at-norm", choices=AT_NORMS)
+        g.add_argument("--at-distance", choices=AT_DISTANCES)
+        g.add_argument("--at-weighting", choices=AT_WEIGHTINGS,
+                       help="positive = AT+ (sum_k ReLU(w_k A_k)); gradcam; gradcam_pp")
+        g.add_argument("--at-classes", choices=AT_CLASSES, help="maps for every class or the target class")
+        g.add_argument("--at-first-order", action="store_true", default=None,
+                       help="stop gradients through the Grad-CAM channel weights (cheaper)")
+        g.add_argument("--at-temperature", type=float, help="temperature of --at-norm softmax")
+        g.add_argument("--kd-temperature", type=float)
+        g.add_argument("--fmap-resize", choices=FMAP_RESIZES)
+        g.add_argument("--fmap-p", type=int, choices=(1, 2))
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--epochs", type=int, help="student epochs" if student else "(unused here)")
+    g.add_argument("--teacher-epochs", type=int)
+
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--output-dir", help="parent folder of the run directories")
+    g.add_argument("--name", help="run directory name (default: derived from the settings)")
+    g.add_argument("--precision", choices=PRECISIONS)
+    g.add_argument("--strategy", choices=STRATEGIES,
+                   help="mirrored: all local devices (on CPU: 2 logical devices); "
+                        "multiworker: from TF_CONFIG")
+    g.add_argument("--jit", action="store_true", default=None, help="XLA-compile the train step")
+    g.add_argument("--verbose", type=int, choices=(0, 1, 2))
+    if student:
+        g.add_argument("--no-export", action="store_true", help="do not export the student for TF Serving")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """preset < --config file < explicit options; validated."""
+    cfg = ExperimentConfig.load(args.config) if args.config else preset(args.preset)
+    if args.config and args.preset != "cpu":
+        # a config file is complete on its own; --preset with it would be ambiguous
+        raise ConfigError("--preset and --config are exclusive: a config file holds every setting")
+    values = vars(args)
+    for dest, (section, field_name) in _FIELDS.items():
+        value = values.get(dest)
+        if value is not None:
+            part = getattr(cfg, section)
+            setattr(cfg, section, replace(part, **{field_name: value}))
+    if values.get("sicap"):
+        cfg.data = replace(cfg.data, source="sicap", root=values["sicap"])
+    elif values.get("folders"):
+        cfg.data = replace(cfg.data, source="folders", root=values["folders"])
+    elif args.preset == "paper" and not args.config and cfg.data.root is None:
+        raise ConfigError("--preset paper reads SICAPv2: pass --sicap ROOT")
+    if values.get("unlabeled"):
+        cfg.data = replace(cfg.data, unlabeled=values["unlabeled"])
+    if values.get("at_first_order"):
+        cfg.loss = replace(cfg.loss, at_second_order=False)
+    if values.get("jit"):
+        cfg.run = replace(cfg.run, jit=True)
+    return cfg.validate()
+
+
+def parse(description: str, argv: Sequence[str] | None, *, student: bool = True
+          ) -> tuple[argparse.Namespace, ExperimentConfig]:
+    """Parses argv into (namespace, config); a bad setting exits with status 2 and a clear message."""
+    parser = build_parser(description, student=student)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.print_config:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        raise SystemExit(0)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args, cfg

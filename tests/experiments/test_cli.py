@@ -1,0 +1,52 @@
+"""Command-line options become one validated config; bad options name the option."""
+
+import pytest
+
+from ird_tf.config import ExperimentConfig
+from ird_tf.experiments.cli import parse
+
+
+def test_defaults_are_the_cpu_preset():
+    _, cfg = parse("t", ["--res", "2.5"])
+    assert cfg.model.backbone == "vgg_tiny" and cfg.data.source == "synthetic"
+    assert cfg.data.student_mag == 2.5 and cfg.data.factor == 4
+
+
+def test_options_override_config_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    base = ExperimentConfig()
+    base.loss.at = 3.0
+    base.save(path)
+    _, cfg = parse("t", ["--config", str(path), "--alpha-fm", "0.5", "--at-norm", "softmax", "--res", "1.25"])
+    assert cfg.loss.at == 3.0 and cfg.loss.fm == 0.5 and cfg.loss.at_norm == "softmax"
+    assert cfg.data.student_mag == 1.25
+
+
+def test_data_sources(tmp_path):
+    _, cfg = parse("t", ["--sicap", str(tmp_path), "--fold", "Val2"])
+    assert cfg.data.source == "sicap" and cfg.data.root == str(tmp_path) and cfg.data.fold == "Val2"
+    _, cfg = parse("t", ["--folders", str(tmp_path), "--at-first-order", "--jit"])
+    assert cfg.data.source == "folders" and not cfg.loss.at_second_order and cfg.run.jit
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--res", "3"], "data.student_mag"),
+        (["--mode", "tiled"], "--mode"),
+        (["--precision", "fp8"], "--precision"),
+        (["--preset", "paper"], "--sicap"),
+    ],
+)
+def test_bad_options_exit_with_a_message_naming_them(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("t", argv)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_print_config(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse("t", ["--res", "1.25", "--print-config"])
+    assert e.value.code == 0
+    assert "student_mag: 1.25" in capsys.readouterr().out
