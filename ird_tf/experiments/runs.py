@@ -1,0 +1,265 @@
+"""Run orchestration shared by the commands: the data, the teacher (found or trained), the student.
+
+A run directory is named from the settings that change its result (a short digest of them), so the
+same command finds its own earlier run — finished (reused) or killed (resumed from its backup).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ird_tf.config import ExperimentConfig
+
+SPLITS = ("val", "test")
+
+
+def log(msg: str) -> None:
+    print(f"[ird_tf {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _mag(x: float) -> str:
+    return f"{x:g}x"
+
+
+def load_splits(cfg: ExperimentConfig):
+    """The labeled train/val/test tables of the configured source (synthetic: generated on first use)."""
+    from ird_tf.data.readers import read_class_folders, read_sicap
+    from ird_tf.data.synthetic import ensure_dataset
+
+    d = cfg.data
+    if d.source == "synthetic":
+        root = ensure_dataset(Path(d.cache_dir), d.synthetic)
+        return read_sicap(root, d.fold)
+    if d.source == "sicap":
+        return read_sicap(d.root, d.fold, skip_missing=d.skip_missing)
+    return read_class_folders(d.root, d.class_names)
+
+
+def _data_identity(cfg: ExperimentConfig) -> dict:
+    d = cfg.data
+    ident = {"source": d.source, "root": str(Path(d.root).resolve()) if d.root else None, "fold": d.fold,
+             "classes": d.class_names, "size": d.image_size, "augment": asdict(d.augment),
+             "batch": d.batch_size, "balanced": d.class_balanced}
+    if d.source == "synthetic":
+        ident["synthetic"] = asdict(d.synthetic)
+    return ident
+
+
+def teacher_dir(cfg: ExperimentConfig) -> Path:
+    """Where the teacher for these data, fold, backbone and seed lives."""
+    ident = {"data": _data_identity(cfg), "teacher_mag": cfg.data.teacher_mag,
+             "backbone": cfg.model.backbone, "weights": cfg.model.weights,
+             "optim": replace(cfg.optim, epochs=0).__dict__, "seed": cfg.run.seed,
+             "precision": cfg.run.precision}
+    name = (f"{cfg.model.backbone}_{_mag(cfg.data.teacher_mag)}_{cfg.data.fold}_s{cfg.run.seed}"
+            f"_{digest(ident)}")
+    return Path(cfg.run.output_dir) / "teachers" / name
+
+
+def student_dir(cfg: ExperimentConfig, kind: str = "distill") -> Path:
+    """Where the student of these settings lives (``--name`` overrides the derived name)."""
+    if cfg.run.name:
+        return Path(cfg.run.output_dir) / "students" / cfg.run.name
+    ident = {"teacher": teacher_dir(cfg).name, "cfg": cfg.to_dict(), "kind": kind}
+    ident["cfg"]["run"].pop("verbose", None)
+    terms = "+".join(cfg.loss.weights()) if kind == "distill" else kind
+    name = (f"{cfg.model.backbone}_{_mag(cfg.data.student_mag)}_{cfg.data.mode}_{terms}"
+            f"_{cfg.data.fold}_s{cfg.run.seed}_{digest(ident)}")
+    return Path(cfg.run.output_dir) / "students" / name
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, dict]  # split -> metrics
+    seconds: float
+
+
+def read_result(run_dir: Path) -> RunResult | None:
+    """A finished run's metrics, or None when the run has not finished."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return RunResult(run_dir, d["metrics"], d["seconds"])
+
+
+def write_result(result: RunResult) -> None:
+    payload = {"metrics": result.metrics, "seconds": result.seconds}
+    (result.run_dir / "result.json").write_text(json.dumps(payload, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def setup_runtime(cfg: ExperimentConfig):
+    """Devices, strategy, seed, precision and XLA, in the order TensorFlow needs; returns the strategy."""
+    import tensorflow as tf
+
+    from ird_tf.training.runtime import configure_cpu_devices, make_strategy, set_jit, set_precision, set_seed
+
+    if cfg.run.strategy == "mirrored" and not tf.config.list_physical_devices("GPU"):
+        configure_cpu_devices(2)
+    strategy = make_strategy(cfg.run.strategy)
+    set_seed(cfg.run.seed)
+    set_precision(cfg.run.precision)
+    set_jit(cfg.run.jit)
+    return strategy
+
+
+def datasets(cfg: ExperimentConfig, splits, *, factor: int, mode: str, train_table=None):
+    """(train, val, test, steps_per_epoch): the training set repeats (augmented, class-balanced), the
+    evaluation sets are one pass in file order. ``train_table`` replaces the labelled training table
+    (e.g. an unlabeled folder: then the training batches carry no labels)."""
+    from ird_tf.data.pipeline import make_dataset, steps_per_epoch
+
+    d = cfg.data
+    labeled = train_table is None
+    table = splits.train if labeled else train_table
+    common = dict(image_size=d.image_size, factor=factor, mode=mode, batch_size=d.batch_size,
+                  cache=d.cache, skip_corrupt=d.skip_corrupt, num_classes=len(splits.class_names),
+                  cache_dir=Path(d.cache_dir) / "checks")
+    train = make_dataset(table, training=True, augment=d.augment, seed=cfg.run.seed, labeled=labeled,
+                         class_balanced=d.class_balanced and labeled, jit=cfg.run.precision == "float32",
+                         **common)
+    val = make_dataset(splits.val, training=False, **common)
+    test = make_dataset(splits.test, training=False, **common)
+    return train, val, test, steps_per_epoch(len(table), d.batch_size)
+
+
+def evaluate(classifier, ds_by_split: dict, input_key: str, class_names, run_dir: Path) -> dict[str, dict]:
+    """Metrics of ``classifier`` on each split, written as ``metrics_<split>.json/.csv``."""
+    from ird_tf.evaluation.metrics import classification_metrics, predict_proba, write_metrics
+
+    out = {}
+    for split, ds in ds_by_split.items():
+        y_true, y_prob = predict_proba(classifier, ds, input_key=input_key)
+        m = classification_metrics(y_true, y_prob, len(class_names), class_names=list(class_names))
+        write_metrics(m, run_dir / f"metrics_{split}.json", run_dir / f"metrics_{split}.csv")
+        out[split] = m
+    return out
+
+
+def _optimizer(cfg: ExperimentConfig, epochs: int):
+    from ird_tf.training.loop import make_optimizer
+
+    return make_optimizer(replace(cfg.optim, epochs=epochs))
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
+    """The teacher for these data, fold, backbone and seed: found on disk, or trained now (and said so)."""
+    from ird_tf.models import build_classifier
+    from ird_tf.training.loop import fit
+    from ird_tf.training.teacher import Teacher
+
+    run_dir = teacher_dir(cfg)
+    found = read_result(run_dir)
+    if found is not None:
+        log(f"teacher found: {run_dir}")
+        return found
+    log(f"no finished teacher at {run_dir}: training it first ({cfg.optim.teacher_epochs} epochs)")
+    start = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    train, val, test, steps = datasets(cfg, splits, factor=1, mode="upsampled")
+    size = cfg.data.image_size
+    with strategy.scope():
+        classifier = build_classifier(cfg.model.backbone, len(splits.class_names), (size, size, 3),
+                                      cfg.model.weights, name="teacher")
+        model = Teacher(classifier, input_key="hr", label_smoothing=cfg.loss.label_smoothing)
+        model.compile(optimizer=_optimizer(cfg, cfg.optim.teacher_epochs), jit_compile=cfg.run.jit)
+    fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.teacher_epochs, steps_per_epoch=steps,
+        num_classes=len(splits.class_names), val_input_key="hr", verbose=cfg.run.verbose)
+    metrics = evaluate(classifier, {"val": val, "test": test}, "hr", splits.class_names, run_dir)
+    result = RunResult(run_dir, metrics, time.time() - start)
+    write_result(result)
+    return result
+
+
+def load_teacher(cfg: ExperimentConfig, num_classes: int, run_dir: Path):
+    from ird_tf.models import build_classifier
+
+    size = cfg.data.image_size
+    teacher = build_classifier(cfg.model.backbone, num_classes, (size, size, 3), None, name="teacher")
+    teacher.load_weights(str(run_dir / "best.weights.h5"))
+    return teacher
+
+
+def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill",
+                export_base: Path | None = None) -> tuple[RunResult, RunResult | None]:
+    """Trains the student at ``data.student_mag`` — ``kind="distill"`` from the teacher with the
+    configured terms (label-free when ``data.unlabeled`` is set), ``kind="alone"`` with labels only —
+    and returns (student result, teacher result or None). Exports it when ``export_base`` is given."""
+    from ird_tf.data.readers import read_unlabeled
+    from ird_tf.models import build_classifier
+    from ird_tf.training.distiller import Distiller
+    from ird_tf.training.loop import fit
+    from ird_tf.training.teacher import Teacher
+
+    teacher_result = run_teacher(cfg, splits, strategy) if kind == "distill" else None
+    run_dir = student_dir(cfg, kind)
+    found = read_result(run_dir)
+    if found is not None:
+        log(f"student found: {run_dir}")
+        return found, teacher_result
+    what = "distilling" if kind == "distill" else "training alone"
+    log(f"student {what} at {cfg.data.student_mag:g}x ({cfg.data.mode}): {run_dir}")
+    start = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.yaml")
+    d = cfg.data
+    unlabeled = read_unlabeled(d.unlabeled) if (d.unlabeled and kind == "distill") else None
+    train, val, test, steps = datasets(cfg, splits, factor=d.factor, mode=d.mode, train_table=unlabeled)
+    num_classes = len(splits.class_names)
+    with strategy.scope():
+        student = build_classifier(cfg.model.backbone, num_classes, (d.student_size, d.student_size, 3),
+                                   cfg.model.student_weights or cfg.model.weights, name="student")
+        if kind == "distill":
+            teacher = load_teacher(cfg, num_classes, teacher_result.run_dir)
+            model = Distiller(teacher, student, cfg.loss, labeled=unlabeled is None)
+        else:
+            model = Teacher(student, input_key="lr", label_smoothing=cfg.loss.label_smoothing)
+        model.compile(optimizer=_optimizer(cfg, cfg.optim.epochs), jit_compile=cfg.run.jit)
+    fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.epochs, steps_per_epoch=steps,
+        num_classes=num_classes, val_input_key="lr", verbose=cfg.run.verbose,
+        attention_images=cfg.run.tensorboard_images)
+    metrics = evaluate(student, {"val": val, "test": test}, "lr", splits.class_names, run_dir)
+    if export_base is not None:
+        from ird_tf.export.serving import export_for_serving
+
+        path = export_for_serving(
+            student, export_base / run_dir.name, input_size=d.student_size, class_names=splits.class_names,
+            factor=d.factor, mode=d.mode,
+            metadata={"teacher_mag": d.teacher_mag, "student_mag": d.student_mag,
+                      "backbone": cfg.model.backbone, "run_dir": str(run_dir)},
+        )
+        log(f"student exported for TF Serving: {path}")
+    result = RunResult(run_dir, metrics, time.time() - start)
+    write_result(result)
+    return result, teacher_result
+
+
+def summary_table(cfg: ExperimentConfig, teacher: RunResult | None, student: RunResult | None) -> str:
+    """The closing table: teacher at its magnification and student at its own, val and test scores."""
+    from ird_tf.evaluation.metrics import format_table
+
+    rows = []
+    for who, res, mag in (("teacher", teacher, cfg.data.teacher_mag),
+                          ("student", student, cfg.data.student_mag)):
+        if res is not None:
+            row = {"model": who, "magnification": f"{mag:g}x", "run": str(res.run_dir)}
+            for split in SPLITS:
+                m = res.metrics.get(split, {})
+                row[f"{split} bal. acc."] = m.get("balanced_accuracy")
+                row[f"{split} kappa"] = m.get("kappa")
+            rows.append(row)
+    cols = ["model", "magnification", *(f"{s} {k}" for s in SPLITS for k in ("bal. acc.", "kappa")), "run"]
+    return format_table(rows, cols, digits=3)

@@ -1,0 +1,29 @@
+"""Train the high-magnification Teacher alone (``distill`` does this by itself when none is found).
+
+    python -m ird_tf.experiments.train_teacher [--sicap ROOT | --folders ROOT] [--fold Val1] [--seed 22]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ird_tf.experiments.cli import parse
+from ird_tf.experiments.runs import log, summary_table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _, cfg = parse(__doc__, argv, student=False)
+    from ird_tf.experiments.runs import load_splits, run_teacher, setup_runtime
+
+    strategy = setup_runtime(cfg)
+    splits = load_splits(cfg)
+    log(f"data: {cfg.data.source}, fold {cfg.data.fold}: {len(splits.train)} train / {len(splits.val)} val"
+        f" / {len(splits.test)} test patches")
+    teacher = run_teacher(cfg, splits, strategy)
+    print(summary_table(cfg, teacher, None), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
