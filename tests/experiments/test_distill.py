@@ -1,0 +1,120 @@
+"""The main job as a user runs it: real processes, real files, a real SIGKILL in the middle."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ird_tf.config import ExperimentConfig, SyntheticConfig
+
+pytestmark = pytest.mark.large
+
+
+def tiny_config(tmp_path: Path, epochs: int = 2) -> Path:
+    """A synthetic dataset of 48 patches of 64 px and vgg_tiny: seconds per epoch."""
+    cfg = ExperimentConfig()
+    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=6, patch_size=64)
+    cfg.data.image_size = 64
+    cfg.data.batch_size = 8
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.optim.epochs = epochs
+    cfg.optim.teacher_epochs = 2
+    cfg.run.output_dir = str(tmp_path / "runs")
+    cfg.run.tensorboard_images = 2
+    return cfg.save(tmp_path / "tiny.yaml")
+
+
+def command(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ird_tf.experiments.distill", "--config", str(config), "--res", "2.5",
+            *extra]
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def only(pattern: str, root: Path) -> Path:
+    found = sorted(root.glob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def test_distill_end_to_end_then_reuse(tmp_path):
+    config = tiny_config(tmp_path)
+    first = run(command(config), tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "training it first" in first.stdout
+    assert "| teacher | 10x |" in first.stdout and "| student | 2.5x |" in first.stdout
+
+    runs = tmp_path / "runs"
+    teacher = only("teachers/*", runs)
+    student = only("students/*", runs)
+    for name in ("config.yaml", "best.weights.h5", "last.weights.h5", "history.csv", "metrics_test.json",
+                 "metrics_val.csv", "result.json", "done.json"):
+        assert (student / name).is_file(), name
+        assert (teacher / name).is_file(), name
+    metrics = json.loads((student / "metrics_test.json").read_text())
+    assert 0.0 <= metrics["balanced_accuracy"] <= 1.0
+    assert len(metrics["confusion_matrix"]) == 4
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+    with open(student / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert {"ce", "fm", "at", "loss", "val_kappa", "learning_rate"} <= set(rows[0])
+    assert list((student / "tb").rglob("events.out.tfevents*"))
+    assert ExperimentConfig.load(student / "config.yaml").data.student_mag == 2.5
+    export = only(f"saved_models/{student.name}/1/saved_model.pb", tmp_path)
+    assert export.is_file()
+
+    again = run(command(config, "--no-export"), tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "teacher found" in again.stdout and "student found" in again.stdout
+    assert again.stdout.count("| student | 2.5x |") == 1
+
+
+def test_killed_run_resumes_with_the_same_command(tmp_path):
+    config = tiny_config(tmp_path, epochs=4)
+    cmd = command(config, "--no-export")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    students = tmp_path / "runs" / "students"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if list(students.glob("*/backup/latest.json")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    student = only("*", students)
+    assert not (student / "done.json").exists()
+    epochs_done = json.loads((student / "backup" / "latest.json").read_text())["epoch"]
+    assert 1 <= epochs_done < 4
+
+    resumed = run(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "teacher found" in resumed.stdout
+    assert f"resuming after epoch {epochs_done}" in resumed.stdout
+    with open(student / "history.csv") as f:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    assert epochs == [1, 2, 3, 4]
+    assert json.loads((student / "done.json").read_text())["epochs"] == 4
+
+
+def test_bad_option_names_the_option(tmp_path):
+    result = run([sys.executable, "-m", "ird_tf.experiments.distill", "--res", "3"], tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "data.student_mag" in result.stderr and "whole number" in result.stderr
