@@ -1,0 +1,353 @@
+"""Callbacks of a training run: validation metrics, checkpoints, crash-safe backup, divergence stop,
+history and TensorBoard extras.
+
+Every file is written atomically (a temporary file, then ``os.replace``): a process killed at any moment
+leaves either the old or the new version, never a torn one. Validation metrics use scikit-learn
+directly (the evaluation package sits above training).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
+
+from ird_tf.attention import normalize_maps
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the run stopped and kept its last good checkpoints."""
+
+
+def classifier_of(model: keras.Model) -> keras.Model:
+    """The network a wrapper trains (``Teacher.classifier``, ``Distiller.student``), else the model."""
+    return getattr(model, "classifier", model)
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def save_weights(model: keras.Model, path: Path) -> None:
+    """``model.save_weights`` to a temporary ``.weights.h5`` then an atomic rename."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+# -- validation --------------------------------------------------------------------------------------------
+def predict_logits(model: keras.Model, dataset: tf.data.Dataset, input_key: str | None = None,
+                   fn=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, logits)`` over a finite ``(x, label)`` dataset. Without ``input_key`` the model's own
+    ``call`` picks the input (``Teacher``: its key, ``Distiller``: ``lr``); with it, the classifier gets
+    ``x[input_key]``. ``fn``: a compiled ``x -> logits`` to reuse across calls."""
+    fn = fn or logits_function(model, input_key)
+    labels, logits = [], []
+    for batch in dataset:
+        if not isinstance(batch, tuple | list) or len(batch) < 2:
+            raise ValueError("validation data must yield (x, label) batches; got batches without labels")
+        labels.append(np.asarray(batch[1]))
+        logits.append(fn(batch[0]).numpy())
+    if not labels:
+        raise ValueError("validation data is empty")
+    return np.concatenate(labels).astype(np.int64), np.concatenate(logits).astype(np.float64)
+
+
+def logits_function(model: keras.Model, input_key: str | None = None):
+    net = classifier_of(model) if input_key else model
+
+    @tf.function(reduce_retracing=True)
+    def fn(x):
+        images = x[input_key] if input_key else x
+        return tf.cast(net(images, training=False)["logits"], tf.float32)
+
+    return fn
+
+
+def validation_scores(labels: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Loss (mean cross-entropy), accuracy, balanced accuracy, quadratic Cohen's kappa and macro F1.
+    Kappa is 0 when undefined (labels and predictions all one class: no better than chance)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    pred = logits.argmax(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kappa = cohen_kappa_score(labels, pred, weights="quadratic", labels=list(range(num_classes)))
+        scores = {
+            "loss": float(-log_p[np.arange(len(labels)), labels].mean()),
+            "accuracy": float((pred == labels).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+            "kappa": float(kappa) if np.isfinite(kappa) else 0.0,
+            "macro_f1": float(f1_score(labels, pred, average="macro", labels=list(range(num_classes)),
+                                       zero_division=0)),
+        }
+    return scores
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Adds ``val_loss, val_accuracy, val_balanced_accuracy, val_kappa, val_macro_f1`` to the epoch logs
+    (one prediction pass over ``dataset``), before the checkpoint callbacks that follow it read them."""
+
+    def __init__(self, dataset: tf.data.Dataset, num_classes: int, input_key: str | None = None):
+        super().__init__()
+        self.dataset, self.num_classes, self.input_key = dataset, int(num_classes), input_key
+        self._fn = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        self._fn = self._fn or logits_function(self.model, self.input_key)
+        labels, logits = predict_logits(self.model, self.dataset, self.input_key, fn=self._fn)
+        logs.update({f"val_{k}": v for k, v in validation_scores(labels, logits, self.num_classes).items()})
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate in the epoch logs (history.csv and TensorBoard)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        if logs is not None and optimizer is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises ``TrainingDiverged`` as soon as a logged loss is NaN or infinite. It must come first in the
+    callback list: raising ends ``fit`` before any later callback could save the diverged weights, so
+    ``best``/``last`` checkpoints and the backup keep the last good state."""
+
+    def __init__(self, run_dir: Path | None = None):
+        super().__init__()
+        self.run_dir = run_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: v for k, v in (logs or {}).items() if isinstance(v, float) and not math.isfinite(v)}
+        if bad:
+            kept = ""
+            if self.run_dir is not None:
+                files = [p.name for p in (self.run_dir / "best.weights.h5", self.run_dir / "last.weights.h5")
+                         if p.exists()]
+                kept = f" Kept in {self.run_dir}: {', '.join(files) or 'no checkpoint yet'}."
+            terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+            raise TrainingDiverged(
+                f"training diverged at epoch {self._epoch + 1}, step {batch + 1}: {terms}. Stopped.{kept} "
+                "Try a lower learning rate (optim.learning_rate) or smaller loss weights."
+            )
+
+
+class Backup(keras.callbacks.Callback):
+    """Crash-safe training state (wrapper weights, optimizer state, epoch) in ``backup_dir``, at each
+    epoch end and optionally every ``every_steps`` batches. ``restore_backup`` reads it back.
+
+    Like ``keras.callbacks.BackupAndRestore`` but atomic: the weights go to a new file and
+    ``latest.json`` (the commit point) is replaced afterwards, so a SIGKILL at any moment leaves a
+    consistent backup. Put it last in the callback list so an epoch's checkpoints, history and
+    TensorBoard events are written before the backup declares that epoch done."""
+
+    def __init__(self, backup_dir: Path, every_steps: int | None = None):
+        super().__init__()
+        self.backup_dir, self.every_steps = Path(backup_dir), every_steps
+        self._epoch, self._steps, self._serial = 0, 0, int(read_backup(self.backup_dir).get("serial", 0))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self.every_steps and self._steps % self.every_steps == 0:
+            self._save(epoch=self._epoch, step=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch=epoch + 1, step=0)
+
+    def _save(self, epoch: int, step: int) -> None:
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        self._serial += 1
+        name = f"state-{self._serial}.weights.h5"
+        save_weights(self.model, self.backup_dir / name)
+        write_json(self.backup_dir / "latest.json", {"epoch": epoch, "step_in_epoch": step, "weights": name,
+                                                     "serial": self._serial, "saved": time.time()})
+        for old in self.backup_dir.glob("state-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def read_backup(backup_dir: Path) -> dict:
+    path = Path(backup_dir) / "latest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def restore_backup(model: keras.Model, backup_dir: Path) -> int:
+    """Loads the last backup into ``model`` (weights and optimizer state) and returns the number of
+    completed epochs to resume from (0 without a backup). Call it inside the strategy's scope."""
+    meta = read_backup(backup_dir)
+    if not meta:
+        return 0
+    path = Path(backup_dir) / meta["weights"]
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(str(path))
+    return int(meta["epoch"])
+
+
+# -- checkpoints and history -------------------------------------------------------------------------------
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the classifier's weights to ``best.weights.h5`` and ``best.json`` (epoch, 1-based, and the
+    epoch's logs) whenever ``monitor`` improves; the best value so far survives a resume."""
+
+    def __init__(self, run_dir: Path, monitor: str = "val_kappa", mode: str = "max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"BestCheckpoint mode={mode!r}; expected 'max' or 'min'")
+        self.run_dir, self.monitor, self.mode = Path(run_dir), monitor, mode
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        path = self.run_dir / "best.json"
+        self.best = json.loads(path.read_text())["value"] if path.is_file() else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"monitor={self.monitor!r} is not in the epoch logs; available: {sorted(logs)}")
+        value = float(logs[self.monitor])
+        if not math.isfinite(value):
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            save_weights(classifier_of(self.model), self.run_dir / "best.weights.h5")
+            write_json(self.run_dir / "best.json", {"epoch": epoch + 1, "monitor": self.monitor,
+                                                    "value": value, "logs": dict(logs)})
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    """Saves the classifier's weights to ``last.weights.h5`` at each epoch end."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_weights(classifier_of(self.model), self.run_dir / "last.weights.h5")
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv``: one row per epoch (``epoch`` 1-based, then the logs). On a resume the rows of
+    epochs being replayed are dropped first, so the file never holds an epoch twice."""
+
+    def __init__(self, path: Path, initial_epoch: int = 0):
+        super().__init__()
+        self.path, self.initial_epoch = Path(path), int(initial_epoch)
+        self.rows: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = [r for r in read_history_rows(self.path) if int(float(r["epoch"])) <= self.initial_epoch]
+        self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self._write()
+
+    def _write(self) -> None:
+        keys = ["epoch", *sorted({k for r in self.rows for k in r} - {"epoch"})]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def read_history_rows(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """``history.csv`` as ``{column: [value per epoch]}`` (``epoch`` as int; missing cells are NaN)."""
+    rows = read_history_rows(path)
+    keys = list(rows[0]) if rows else []
+    history = {k: [float(r[k]) if r.get(k) not in (None, "") else math.nan for r in rows] for k in keys}
+    if "epoch" in history:
+        history["epoch"] = [int(e) for e in history["epoch"]]
+    return history
+
+
+# -- TensorBoard images ------------------------------------------------------------------------------------
+def overlay(images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """Colour-mapped maps ``[n, h, w]`` (min-max normalised per image) blended over images
+    ``[n, S, S, 3]`` in [0, 1]."""
+    size = images.shape[1:3]
+    m = normalize_maps(tf.convert_to_tensor(maps[..., None], tf.float32), method="minmax")
+    m = tf.image.resize(m, size, method="bilinear").numpy()[..., 0].clip(0, 1)
+    heat = matplotlib.colormaps[cmap](m)[..., :3]
+    return ((1 - alpha) * images + alpha * heat).astype(np.float32)
+
+
+def attention_panels(distiller: keras.Model, x: dict, labels=None) -> np.ndarray:
+    """``[n, S, 4S, 3]`` panels: hr | lr | teacher map on hr | student map on lr, for the target class
+    (the label, else the teacher's prediction)."""
+    out = distiller.maps({"hr": tf.convert_to_tensor(x["hr"]), "lr": tf.convert_to_tensor(x["lr"])},
+                         None if labels is None else tf.cast(labels, tf.int32))
+    target = out["target"].numpy()
+
+    def pick(maps):
+        maps = maps.numpy()
+        return maps[..., 0] if maps.shape[-1] == 1 else maps[np.arange(len(target)), ..., target]
+
+    hr = np.asarray(x["hr"], np.float32)
+    lr = tf.image.resize(np.asarray(x["lr"], np.float32), hr.shape[1:3], method="nearest").numpy()
+    panels = [hr, lr, overlay(hr, pick(out["teacher"])), overlay(lr, pick(out["student"]))]
+    return np.concatenate(panels, axis=2).clip(0, 1)
+
+
+class AttentionImages(keras.callbacks.Callback):
+    """Each ``every`` epochs, writes ``tf.summary.image`` panels of a fixed validation batch with the
+    teacher's and the student's attention maps (outside the train step; cheap: one small batch)."""
+
+    def __init__(self, val_batch, log_dir: Path, every: int = 1, max_images: int = 4):
+        super().__init__()
+        x, labels = val_batch if isinstance(val_batch, tuple | list) else (val_batch, None)
+        n = int(max_images)
+        self.x = {k: np.asarray(x[k])[:n] for k in ("hr", "lr")}
+        self.labels = None if labels is None else np.asarray(labels)[:n]
+        self.log_dir, self.every, self.n = Path(log_dir), max(1, int(every)), n
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        panels = attention_panels(self.model, self.x, self.labels)
+        self._writer = self._writer or tf.summary.create_file_writer(str(self.log_dir))
+        with self._writer.as_default():
+            tf.summary.image("hr | lr | teacher map | student map", panels, step=epoch, max_outputs=self.n)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+
+
+__all__ = [
+    "TrainingDiverged", "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
+    "restore_backup", "read_backup", "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
+    "AttentionImages", "attention_panels", "overlay", "predict_logits", "validation_scores", "classifier_of",
+]

@@ -1,0 +1,143 @@
+"""``fit``: one training run in a run directory, crash-safe and resumable with the same call.
+
+Run directory after ``fit``::
+
+    backup/             crash-safe training state (weights + optimizer + epoch), kept after the run
+    best.weights.h5     classifier weights of the best epoch by ``monitor`` (val quadratic kappa)
+    best.json           that epoch (1-based), the monitored value and the epoch's logs
+    last.weights.h5     classifier weights after the last completed epoch
+    history.csv         one row per epoch: every loss term, accuracy, learning rate, val metrics
+    tb/                 TensorBoard: train/ and validation/ scalars, attention/ images (Distiller)
+    done.json           written last; a run with it returns at once
+
+Killed at any moment (SIGKILL included), the same call resumes from the last backup (epoch, weights and
+optimizer state; the partial epoch is replayed, the input pipeline restarts) and completes ``epochs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from ird_tf.config import ConfigError, OptimConfig
+from ird_tf.training import callbacks as cb
+from ird_tf.training.distiller import Distiller
+from ird_tf.training.runtime import is_chief, task_name
+
+
+def make_optimizer(cfg: OptimConfig) -> keras.optimizers.Optimizer:
+    """Adam, AdamW or SGD (momentum 0.9) from ``OptimConfig``. AdamW is Keras 3's own, which replaces the
+    end-of-life tensorflow-addons version. Under ``mixed_float16`` ``compile`` wraps it in a
+    ``LossScaleOptimizer`` by itself."""
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(cfg.learning_rate, weight_decay=cfg.weight_decay or None)
+    if cfg.name == "adamw":
+        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay or None)
+    raise ConfigError(f"optim.name={cfg.name!r} is not accepted; expected one of ['adam', 'adamw', 'sgd']")
+
+
+def first_batch(dataset: tf.data.Dataset, n: int):
+    """The first ``n`` examples of a batched dataset as NumPy (for TensorBoard images)."""
+    for batch in dataset.take(1):
+        return tf.nest.map_structure(lambda t: t.numpy()[:n], batch)
+    return None
+
+
+def fit(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    *,
+    run_dir: str | Path,
+    epochs: int,
+    steps_per_epoch: int,
+    num_classes: int,
+    monitor: str = "val_kappa",
+    mode: str = "max",
+    val_input_key: str | None = None,
+    extra_callbacks: tuple = (),
+    verbose: int = 2,
+    backup_every_steps: int | None = None,
+    attention_images: int = 4,
+    restore_best: bool = True,
+) -> dict[str, list[float]]:
+    """Trains a compiled ``Teacher``/``Distiller`` (or any model with a custom ``train_step``) for
+    ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
+    ``val_ds`` (finite, ``(x, label)``) each epoch, and returns the whole history ``{column: [per
+    epoch]}`` as in ``history.csv`` (over all resumes).
+
+    ``val_input_key``: feed ``x[val_input_key]`` to the classifier for validation instead of the
+    model's own ``call``. ``attention_images``: number of validation patches drawn with teacher and
+    student maps in TensorBoard each epoch (Distiller only; 0 switches it off). ``restore_best``: load
+    ``best.weights.h5`` into the classifier at the end (also when the run had already finished).
+    Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
+    state; ``done.json`` is not written).
+    """
+    _check_datasets(train_ds, val_ds, steps_per_epoch)
+    root = Path(run_dir)
+    out = root if is_chief() else root / "workers" / task_name()  # other workers: same work, own files
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "done.json"
+    if done.is_file() and json.loads(done.read_text()).get("epochs", 0) >= epochs:
+        print(f"[fit] {out} already finished ({epochs} epochs); nothing to do", flush=True)
+        _load_best(model, out, restore_best)
+        return cb.read_history(out / "history.csv")
+    with model.distribute_strategy.scope():
+        initial_epoch = cb.restore_backup(model, out / "backup")
+    what = f"resuming after epoch {initial_epoch}" if initial_epoch else "starting"
+    print(f"[fit] {type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
+          flush=True)
+
+    callbacks: list[keras.callbacks.Callback] = [cb.StopOnNonFinite(out)]
+    if val_ds is not None:
+        callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key))
+    callbacks += [cb.LearningRateLogger()]
+    if val_ds is not None:
+        callbacks.append(cb.BestCheckpoint(out, monitor=monitor, mode=mode))
+    callbacks += [
+        cb.LastCheckpoint(out),
+        cb.HistoryCSV(out / "history.csv", initial_epoch=initial_epoch),
+        keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False, profile_batch=0),
+    ]
+    if isinstance(model, Distiller) and val_ds is not None and attention_images > 0:
+        callbacks.append(cb.AttentionImages(first_batch(val_ds, attention_images), out / "tb" / "attention",
+                                            max_images=attention_images))
+    callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps)]
+
+    start = time.time()
+    try:
+        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    except cb.TrainingDiverged as e:
+        cb.write_json(out / "diverged.json", {"message": str(e), "time": time.time()})
+        raise
+    best = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() else None
+    cb.write_json(done, {"epochs": epochs, "seconds_this_session": time.time() - start, "best": best})
+    _load_best(model, out, restore_best)
+    return cb.read_history(out / "history.csv")
+
+
+def _check_datasets(train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, steps_per_epoch: int):
+    n = int(train_ds.cardinality())
+    if 0 <= n < steps_per_epoch:
+        raise ValueError(
+            f"fit: train_ds yields {n} batches but steps_per_epoch={steps_per_epoch}; the training dataset "
+            "must repeat (make_dataset(..., training=True) does)"
+        )
+    if val_ds is not None and int(val_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError("fit: val_ds repeats forever; validation needs one finite pass (training=False)")
+
+
+def _load_best(model: keras.Model, run_dir: Path, restore_best: bool) -> None:
+    path = run_dir / "best.weights.h5"
+    if restore_best and path.is_file():
+        cb.classifier_of(model).load_weights(str(path))
+
+
+__all__ = ["fit", "make_optimizer"]

@@ -1,0 +1,236 @@
+"""fit: run directory, best-by-kappa checkpoint, history, TensorBoard, done marker; divergence stop;
+resume after SIGKILL in a real subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ird_tf.config import LossConfig
+from ird_tf.models import build_classifier
+from ird_tf.training import Distiller, Teacher, TrainingDiverged, fit
+from ird_tf.training.callbacks import validation_scores
+
+S, B, C = 32, 8, 4
+
+
+def data(seed=0, n=16):
+    rng = np.random.default_rng(seed)
+    hr = rng.random((n, S, S, 3), dtype=np.float32)
+    return {"hr": hr, "lr": hr[:, ::2, ::2]}, rng.integers(0, C, n).astype(np.int32)
+
+
+def np_quadratic_kappa(y, p, k):
+    o = np.zeros((k, k))
+    np.add.at(o, (y, p), 1)
+    w = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / (k - 1) ** 2
+    e = np.outer(o.sum(1), o.sum(0)) / o.sum()
+    return 1 - (w * o).sum() / (w * e).sum()
+
+
+def tb_events(root: Path) -> dict[str, dict[str, list]]:
+    """{run folder: {tag: [summary values]}} of every event file under ``root``."""
+    out: dict[str, dict[str, list]] = {}
+    for f in root.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in event.summary.value:
+                out.setdefault(f.parent.name, {}).setdefault(v.tag, []).append((event.step, v))
+    return out
+
+
+def test_validation_scores_against_formulas():
+    y = np.array([0, 1, 2, 3, 3, 2, 1, 0])
+    logits = np.eye(4)[[0, 1, 2, 2, 3, 1, 1, 3]] * 3.0
+    scores = validation_scores(y, logits, 4)
+    p = logits.argmax(1)
+    assert scores["kappa"] == pytest.approx(np_quadratic_kappa(y, p, 4))
+    assert scores["accuracy"] == pytest.approx(np.mean(p == y))
+    recalls = [np.mean(p[y == c] == c) for c in range(4)]
+    assert scores["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    z = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert scores["loss"] == pytest.approx(-z[np.arange(8), y].mean())
+    f1 = [2 * np.sum((p == c) & (y == c)) / (np.sum(p == c) + np.sum(y == c)) for c in range(4)]
+    assert scores["macro_f1"] == pytest.approx(np.mean(f1))
+    assert validation_scores(np.zeros(4, int), np.tile([1.0, 0, 0, 0], (4, 1)), 4)["kappa"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    keras.utils.set_random_seed(3)
+    run_dir = tmp_path_factory.mktemp("run")
+    teacher = build_classifier("vgg_tiny", C, (S, S, 3), name="t")
+    student = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3), name="s")
+    model = Distiller(teacher, student, LossConfig(ce=1.0, fm=0.1, at=10.0))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = data(0, 32)
+    val_x, val_y = data(1, 24)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
+    history = fit(model, train, val, run_dir=run_dir, epochs=3, steps_per_epoch=2, num_classes=C,
+                  attention_images=2)
+    return model, train, val, (val_x, val_y), run_dir, history
+
+
+def test_fit_writes_history_checkpoints_and_done_marker(finished_run):
+    model, _, _, (val_x, val_y), run_dir, history = finished_run
+    assert history["epoch"] == [1, 2, 3]
+    for key in ("loss", "ce", "fm", "at", "accuracy", "learning_rate", "val_loss", "val_accuracy",
+                "val_balanced_accuracy", "val_kappa", "val_macro_f1"):
+        assert len(history[key]) == 3 and np.all(np.isfinite(history[key])), key
+    assert history["learning_rate"] == pytest.approx([3e-3] * 3)
+    assert (run_dir / "done.json").is_file() and (run_dir / "backup" / "latest.json").is_file()
+
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["epoch"] == 1 + int(np.argmax(history["val_kappa"]))
+    assert best["value"] == pytest.approx(max(history["val_kappa"]))
+
+    def kappa_of(weights_file):
+        net = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3))
+        net.load_weights(str(weights_file))
+        pred = net.predict(val_x["lr"], verbose=0)["logits"].argmax(1)
+        return np_quadratic_kappa(val_y, pred, C) if len(set(pred) | set(val_y)) > 1 else 0.0
+
+    assert kappa_of(run_dir / "best.weights.h5") == pytest.approx(best["value"], abs=1e-6)
+    assert kappa_of(run_dir / "last.weights.h5") == pytest.approx(history["val_kappa"][-1], abs=1e-6)
+    # fit leaves the best weights in the student
+    best_net = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3))
+    best_net.load_weights(str(run_dir / "best.weights.h5"))
+    for a, b in zip(best_net.weights, model.student.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_tensorboard_has_every_term_learning_rate_val_metrics_and_attention_images(finished_run):
+    run_dir = finished_run[4]
+    events = tb_events(run_dir / "tb")
+    train_tags = set(events["train"])
+    terms = {"epoch_loss", "epoch_ce", "epoch_fm", "epoch_at", "epoch_accuracy", "epoch_learning_rate"}
+    assert terms <= train_tags
+    val_metrics = {"epoch_kappa", "epoch_balanced_accuracy", "epoch_macro_f1", "epoch_loss"}
+    assert val_metrics <= set(events["validation"])
+    (images,) = events["attention"].values()
+    assert sorted(step for step, _ in images) == [0, 1, 2]
+    width, height = (int(b) for b in images[0][1].tensor.string_val[:2])
+    assert (width, height) == (4 * S, S)  # hr | lr | teacher overlay | student overlay
+    assert len(images[0][1].tensor.string_val) == 2 + 2  # two patches
+
+
+def test_finished_run_returns_at_once(finished_run, capsys):
+    model, train, val, _, run_dir, history = finished_run
+    serial = json.loads((run_dir / "backup" / "latest.json").read_text())["serial"]
+    again = fit(model, train, val, run_dir=run_dir, epochs=3, steps_per_epoch=2, num_classes=C)
+    assert "already finished" in capsys.readouterr().out
+    assert again == history
+    assert json.loads((run_dir / "backup" / "latest.json").read_text())["serial"] == serial
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path):
+    keras.utils.set_random_seed(4)
+    net = build_classifier("vgg_tiny", C, (S, S, 3), name="n")
+    model = Teacher(net)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3))
+    train = tf.data.Dataset.from_tensor_slices(data(2, 4 * B)).batch(B).repeat()
+    val = tf.data.Dataset.from_tensor_slices(data(3, B)).batch(B)
+    # epoch 1 is clean; from epoch 2 a learning rate of 1e30 blows the weights up
+    blow_up = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 1e30 if epoch >= 1 else 1e-3)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step \d: .*loss=(nan|inf).*best\.weights\.h5"):
+        fit(model, train, val, run_dir=tmp_path, epochs=3, steps_per_epoch=3, num_classes=C,
+            extra_callbacks=(blow_up,))
+    assert not (tmp_path / "done.json").exists()
+    assert "diverged" in json.loads((tmp_path / "diverged.json").read_text())["message"]
+    assert json.loads((tmp_path / "backup" / "latest.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 1
+    for name in ("best.weights.h5", "last.weights.h5"):
+        fresh = build_classifier("vgg_tiny", C, (S, S, 3))
+        fresh.load_weights(str(tmp_path / name))
+        assert all(np.all(np.isfinite(v.numpy())) for v in fresh.weights), name
+        assert np.all(np.isfinite(fresh.predict(data(5, 4)[0]["hr"], verbose=0)["logits"]))
+    assert not all(np.all(np.isfinite(v.numpy())) for v in net.weights)  # the diverged state exists...
+    rows = (tmp_path / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # ...but only the good epoch was recorded
+
+
+def test_datasets_that_cannot_feed_the_run_are_refused(tmp_path):
+    model = Teacher(build_classifier("vgg_tiny", C, (S, S, 3)))
+    finite = tf.data.Dataset.from_tensor_slices(data(0, 2 * B)).batch(B)
+    with pytest.raises(ValueError, match=r"yields 2 batches but steps_per_epoch=3; .* must repeat"):
+        fit(model, finite, finite, run_dir=tmp_path, epochs=1, steps_per_epoch=3, num_classes=C)
+    with pytest.raises(ValueError, match="val_ds repeats forever"):
+        fit(model, finite.repeat(), finite.repeat(), run_dir=tmp_path, epochs=1, steps_per_epoch=3,
+            num_classes=C)
+    assert not any(tmp_path.iterdir())
+
+
+RESUME_SCRIPT = """
+import json, sys, time
+import keras, numpy as np, tensorflow as tf
+from ird_tf.config import LossConfig
+from ird_tf.models import build_classifier
+from ird_tf.training import Distiller, fit
+
+run_dir, pause = sys.argv[1], float(sys.argv[2])
+keras.utils.set_random_seed(0)
+S, B, C = 32, 4, 4
+rng = np.random.default_rng(0)
+hr = rng.random((16, S, S, 3), dtype=np.float32)
+x, y = {"hr": hr, "lr": hr[:, ::2, ::2]}, rng.integers(0, C, 16).astype(np.int32)
+train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
+val = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+model = Distiller(build_classifier("vgg_tiny", C, (S, S, 3), name="t"),
+                  build_classifier("vgg_tiny", C, (S // 2, S // 2, 3), name="s"),
+                  LossConfig(ce=1, fm=0.1, at=10))
+model.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+class Pause(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(pause)
+
+history = fit(model, train, val, run_dir=run_dir, epochs=4, steps_per_epoch=4, num_classes=C,
+              backup_every_steps=2, extra_callbacks=(Pause(),), attention_images=0)
+print("RESULT", json.dumps({"iterations": int(model.optimizer.iterations), "epochs": history["epoch"]}))
+"""
+
+
+@pytest.mark.large
+@pytest.mark.timeout(120)
+def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    run_dir = tmp_path / "run"
+    latest = run_dir / "backup" / "latest.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "0.15"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            meta = json.loads(latest.read_text()) if latest.is_file() else {}
+            if meta.get("epoch", 0) >= 1 and meta.get("step_in_epoch") == 2:  # mid-epoch backup of epoch 2+
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stdout.read()}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = json.loads(latest.read_text())
+    assert not (run_dir / "done.json").exists()
+
+    done = subprocess.run([sys.executable, str(script), str(run_dir), "0"], env=env, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resuming after epoch {killed_at['epoch']}" in done.stdout
+    result = json.loads(done.stdout.split("RESULT", 1)[1])
+    assert result["epochs"] == [1, 2, 3, 4]
+    # optimizer state came back with the weights: 4 x 4 steps, plus the steps of the replayed partial epoch
+    assert result["iterations"] == 16 + killed_at["step_in_epoch"]
+    assert json.loads((run_dir / "done.json").read_text())["epochs"] == 4
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 4

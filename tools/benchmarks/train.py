@@ -1,0 +1,123 @@
+"""Train-step speed of the Teacher and the Distiller (CE, CE+FM, CE+FM+AT+ for target and all classes).
+
+Each configuration runs the compiled Keras train function (``model.make_train_function()``) on one
+cached batch of random images after a warm-up; configurations are timed in interleaved rounds (median
+step time per round, then the median over rounds), and the ratios (AT+ step / FM step, target: <= 1.10)
+are medians of within-round ratios: figures measured side by side on the same, possibly busy, machine.
+Float32, the default strategy, no XLA (``jit_compile=True`` made these steps about 4x slower on CPU).
+
+Reference: the authors' PyTorch step (VGG16, 128 px, batch 8, CE+FM+AT+) does about 3.3 img/s on the
+2-core CPU machines this project is developed on.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ird_tf.config import LossConfig
+from ird_tf.models import build_classifier
+from ird_tf.training import Distiller, Teacher
+
+NUM_CLASSES = 4
+PYTORCH_REFERENCE_IMG_S = 3.3
+LOSSES = {
+    "distill_ce": LossConfig(ce=1.0, fm=0.0, at=0.0),
+    "distill_ce_fm": LossConfig(ce=1.0, fm=0.1, at=0.0),
+    "distill_ce_fm_at_target": LossConfig(ce=1.0, fm=0.1, at=10.0, at_classes="target"),
+    "distill_ce_fm_at_all": LossConfig(ce=1.0, fm=0.1, at=10.0, at_classes="all"),
+}
+
+
+def _models(backbone: str, size: int) -> dict[str, keras.Model]:
+    """The Teacher and one Distiller per loss, compiled (Adam), sharing a frozen teacher network."""
+    keras.utils.set_random_seed(0)
+    shape = (size, size, 3)
+    models: dict[str, keras.Model] = {
+        "teacher": Teacher(build_classifier(backbone, NUM_CLASSES, shape, name="teacher_trained"))
+    }
+    frozen = build_classifier(backbone, NUM_CLASSES, shape, name="teacher")
+    student = build_classifier(backbone, NUM_CLASSES, shape, name="student")
+    models.update({name: Distiller(frozen, student, cfg) for name, cfg in LOSSES.items()})
+    for model in models.values():
+        model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    return models
+
+
+def _stepper(model: keras.Model, batch):
+    """A function running one compiled train step and waiting for its result."""
+    model.make_train_function()
+    train_function = model.train_function
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+
+    def step() -> float:
+        start = time.perf_counter()
+        logs = train_function(iterator)
+        float(logs["loss"])  # synchronise
+        return time.perf_counter() - start
+
+    return step
+
+
+def bench_backbone(backbone: str, size: int, batch_size: int, *, warmup: int, rounds: int,
+                   steps: int) -> dict:
+    rng = np.random.default_rng(0)
+    images = rng.random((batch_size, size, size, 3), dtype=np.float32)
+    labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
+    batch = ({"hr": images, "lr": images}, labels)
+    steppers = {name: _stepper(model, batch) for name, model in _models(backbone, size).items()}
+    compile_s = {}
+    for name, step in steppers.items():
+        start = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        compile_s[name] = round(time.perf_counter() - start, 2)
+    rounds_median: list[dict[str, float]] = []
+    for _ in range(rounds):  # interleaved: every configuration sees the same machine conditions
+        rounds_median.append({name: statistics.median([step() for _ in range(steps)])
+                              for name, step in steppers.items()})
+    median = {name: statistics.median(r[name] for r in rounds_median) for name in steppers}
+    out = {f"{name}_img_s": round(batch_size / s, 2) for name, s in median.items()}
+    # the fastest round: what the step does when other processes leave the CPU alone
+    out["best_round_img_s"] = {name: round(batch_size / min(r[name] for r in rounds_median), 2)
+                               for name in steppers}
+    for key, name in (("at_target_over_fm_step", "distill_ce_fm_at_target"),
+                      ("at_all_over_fm_step", "distill_ce_fm_at_all")):
+        # median over rounds of the ratio within a round: robust to the load drifting between rounds
+        out[key] = round(statistics.median(r[name] / r["distill_ce_fm"] for r in rounds_median), 3)
+    out["warmup_seconds"] = compile_s
+    out["steps_timed_per_config"] = rounds * steps
+    return out
+
+
+def run(args) -> dict:
+    quick = bool(getattr(args, "quick", False))
+    results = {}
+    plans = (
+        ("cpu_preset_vgg_tiny_128px_b8", "vgg_tiny", 128, dict(warmup=2, rounds=2 if quick else 5,
+                                                                steps=3 if quick else 10)),
+        ("vgg16_128px_b8", "vgg16", 128, dict(warmup=2, rounds=2 if quick else 5, steps=1 if quick else 3)),
+    )
+    for key, backbone, size, plan in plans:
+        print(f"  {key}: {plan}", flush=True)
+        results[key] = bench_backbone(backbone, size, 8, **plan)
+        print(f"  {key}: {results[key]}", flush=True)
+    vgg = results["vgg16_128px_b8"]
+    results["summary"] = {
+        "at_over_fm_target_le_1.10": {
+            k: {"target": r["at_target_over_fm_step"], "all": r["at_all_over_fm_step"]}
+            for k, r in results.items()
+        },
+        "vgg16_128px_b8_distill_ce_fm_at_all_img_s": vgg["distill_ce_fm_at_all_img_s"],
+        "vgg16_128px_b8_distill_ce_fm_at_target_img_s": vgg["distill_ce_fm_at_target_img_s"],
+        "vgg16_128px_b8_distill_ce_fm_at_all_img_s_best_round":
+            vgg["best_round_img_s"]["distill_ce_fm_at_all"],
+        "pytorch_reference_img_s": PYTORCH_REFERENCE_IMG_S,
+        "peak_rss_mb_of_this_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    return results
