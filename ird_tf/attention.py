@@ -4,8 +4,9 @@ The model is a flat functional classifier whose feature tap is the layer ``"feat
 logits come out under the key ``"logits"``. It is split once (cached) into ``image -> features`` and
 ``features -> logits``: the backbone runs once, then the head runs inside an inner ``GradientTape``
 that watches the features tensor, so the gradient d score / d A costs one pass through the (tiny) head
-and the tape holds no backbone activations. The two halves share the model's layers and weights, so
-this is the same single forward pass the caller would make.
+and the tape holds no backbone activations. For all classes the head runs once on one stacked copy of
+the features per class, so every class's gradient comes from a single backward pass. The two halves
+share the model's layers and weights, so this is the same single forward pass the caller would make.
 
 Definitions (A = features [B, h, w, K], S_c = logit of class c):
 
@@ -111,12 +112,26 @@ def attention_maps(
     scale = 1.0
     if features.dtype in (tf.float16, tf.bfloat16):
         scale = tf.cast(tf.shape(features)[1] * tf.shape(features)[2], dtype)
-    with tf.GradientTape(persistent=isinstance(classes, str), watch_accessed_variables=False) as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(features)
-        logits = head(features, training=training)
-        scores = _class_scores(logits, classes)
-        totals = [tf.reduce_sum(tf.cast(s, dtype)) * scale for s in scores]
-    grads = [tf.cast(tape.gradient(t, features), dtype) / scale for t in totals]
+        if isinstance(classes, str):
+            # All classes in one backward pass: the head runs on n_classes stacked copies of the
+            # features and copy c is scored on class c, so d total / d copy_c is class c's gradient.
+            n = int(head.output.shape[-1])
+            stacked = tf.tile(features, [n, 1, 1, 1])
+            all_logits = tf.reshape(head(stacked, training=training), [n, -1, n])
+            logits = all_logits[0]
+            scores = _class_scores(logits, classes)
+            own = tf.linalg.diag_part(tf.transpose(all_logits, [1, 0, 2]))  # [B, n]: copy c, class c
+            total = tf.reduce_sum(tf.cast(own, dtype)) * scale
+            source = stacked
+        else:
+            logits = head(features, training=training)
+            scores = _class_scores(logits, classes)
+            total = tf.reduce_sum(tf.cast(scores[0], dtype)) * scale
+            source = features
+    g = tf.cast(tape.gradient(total, source), dtype) / scale
+    grads = tf.split(g, len(scores), axis=0)
     del tape
     a = tf.cast(features, dtype)
 
@@ -138,7 +153,7 @@ def attention_maps(
         maps = tf.einsum("bhwk,bkc->bhwc", a2, w2)
     else:
         maps = tf.nn.relu(tf.einsum("bhwk,bkc->bhwc", a, w))
-    maps.set_shape(a.shape[:3].concatenate([len(totals)]))
+    maps.set_shape(a.shape[:3].concatenate([len(scores)]))
     return {"logits": logits, "features": features}, maps
 
 
