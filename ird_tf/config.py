@@ -199,7 +199,7 @@ class OptimConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     epochs: int = 8
-    teacher_epochs: int = 8
+    teacher_epochs: int = 20
 
     def validate(self) -> None:
         _check_choice("optim.name", self.name, ("adam", "adamw", "sgd"))
@@ -304,7 +304,7 @@ def preset(name: str) -> ExperimentConfig:
     if name == "cpu":
         return ExperimentConfig(
             data=DataConfig(batch_size=32, image_size=128),
-            optim=OptimConfig(learning_rate=1e-3, epochs=8, teacher_epochs=8),
+            optim=OptimConfig(learning_rate=1e-3, epochs=8, teacher_epochs=20),
         )
     if name == "paper":
         return ExperimentConfig(
