@@ -6,15 +6,23 @@ step time per round, then the median over rounds), and the ratios (AT+ step / FM
 are medians of within-round ratios: figures measured side by side on the same, possibly busy, machine.
 Float32, the default strategy, no XLA (``jit_compile=True`` made these steps about 4x slower on CPU).
 
+The peak memory (max RSS) of the default ``python -m ird_tf.experiments.distill --res 2.5`` run, teacher
+included, is measured in a child process (target: under 4 GB).
+
 Reference: the authors' PyTorch step (VGG16, 128 px, batch 8, CE+FM+AT+) does about 3.3 img/s on the
 2-core CPU machines this project is developed on.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -95,9 +103,34 @@ def bench_backbone(backbone: str, size: int, batch_size: int, *, warmup: int, ro
     return out
 
 
+def distill_peak_memory(*, quick: bool) -> dict:
+    """Peak resident memory (max RSS) of the default ``distill --res 2.5`` run, teacher included, in a
+    child process in a fresh directory (the synthetic dataset in ``.cache`` is reused if present).
+    ``quick``: one epoch each."""
+    extra = ["--epochs", "1", "--teacher-epochs", "1"] if quick else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cache = Path(__file__).resolve().parents[2] / ".cache"
+    with tempfile.TemporaryDirectory(prefix="ird_bench_") as out:  # runs/ and saved_models/ go here
+        cmd = [sys.executable, "-m", "ird_tf.experiments.distill", "--res", "2.5", "--output-dir", "runs",
+               "--cache-dir", str(cache), "--verbose", "0", *extra]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:  # a larger child ran earlier in this process: the figure would be its peak
+        raise RuntimeError("distill_peak_memory must run before any larger child process")
+    return {"command": "python -m " + " ".join(cmd[2:]).replace(str(cache), ".cache"),
+            "peak_rss_mb": round(peak / 1024, 1), "target_mb": 4096, "wall_seconds": round(seconds, 1)}
+
+
 def run(args) -> dict:
     quick = bool(getattr(args, "quick", False))
-    results = {}
+    print("  peak memory of the default distill run (teacher + student)...", flush=True)
+    results = {"distill_default_run": distill_peak_memory(quick=quick)}
+    print(f"  {results['distill_default_run']}", flush=True)
     plans = (
         ("cpu_preset_vgg_tiny_128px_b8", "vgg_tiny", 128, dict(warmup=2, rounds=2 if quick else 5,
                                                                 steps=3 if quick else 10)),
@@ -111,13 +144,14 @@ def run(args) -> dict:
     results["summary"] = {
         "at_over_fm_target_le_1.10": {
             k: {"target": r["at_target_over_fm_step"], "all": r["at_all_over_fm_step"]}
-            for k, r in results.items()
+            for k, r in results.items() if k != "distill_default_run"
         },
         "vgg16_128px_b8_distill_ce_fm_at_all_img_s": vgg["distill_ce_fm_at_all_img_s"],
         "vgg16_128px_b8_distill_ce_fm_at_target_img_s": vgg["distill_ce_fm_at_target_img_s"],
         "vgg16_128px_b8_distill_ce_fm_at_all_img_s_best_round":
             vgg["best_round_img_s"]["distill_ce_fm_at_all"],
         "pytorch_reference_img_s": PYTORCH_REFERENCE_IMG_S,
+        "distill_default_run_peak_rss_mb": results["distill_default_run"]["peak_rss_mb"],
         "peak_rss_mb_of_this_benchmark": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     return results
