@@ -24,7 +24,8 @@ from ird_tf.config import ConfigError
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 PREPROCESS_MODES = ("caffe", "tf")
 
-# VGG stages as (width, convolutions). VGG16 is Simonyan & Zisserman's configuration D.
+# VGG stages as (width, convolutions). VGG16 is Simonyan & Zisserman's configuration D. vgg_tiny is VGG-BN
+# (BatchNorm after each conv): trained from scratch on a CPU without it, it sat at chance for epochs.
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 VGG_TINY_STAGES = ((8, 2), (16, 2), (32, 2), (64, 2))
 
@@ -77,18 +78,24 @@ class Backbone:
     reference: Callable[[str], keras.Model] | None
 
 
-def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...]) -> Tensor:
+def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False) -> Tensor:
     """VGG conv stack up to the last convolution, *before* its ReLU and before the last max-pool.
 
     Layer names are those of ``keras.applications.VGG16`` (block1_conv1 …, block1_pool …), so ImageNet
     weights copy in by name. Pools use ``padding="same"`` (ceil): identical to VGG's valid pooling on
     even sizes, and a map never shrinks below 1x1, so any input size (down to 1 px) works.
+    ``batch_norm`` (VGG-BN, for networks trained from scratch): conv without bias -> BatchNorm -> ReLU;
+    the tap is then the last BatchNorm's output, still before the ReLU.
     """
     for s, (width, convs) in enumerate(stages, start=1):
         if s > 1:
             x = layers.MaxPooling2D(2, padding="same", name=f"block{s - 1}_pool")(x)
         for c in range(1, convs + 1):
-            x = layers.Conv2D(width, 3, padding="same", name=f"block{s}_conv{c}")(x)
+            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=f"block{s}_conv{c}")(x)
+            if batch_norm:
+                # momentum 0.9: the moving statistics must follow runs of a few hundred steps;
+                # synchronized: batch statistics over all replicas, so tf.distribute trains the same model
+                x = layers.BatchNormalization(momentum=0.9, synchronized=True, name=f"block{s}_conv{c}_bn")(x)
             if not (s == len(stages) and c == convs):
                 x = layers.ReLU(name=f"block{s}_conv{c}_relu")(x)
     return x
@@ -127,7 +134,8 @@ def _reference(constructor: Callable[..., keras.Model], input_shape=(None, None,
 
 _REGISTRY: dict[str, Backbone] = {
     "vgg_tiny": Backbone(
-        "vgg_tiny", "tf", lambda x: _vgg_stack(x, VGG_TINY_STAGES), _vgg_head(VGG_TINY_STAGES), None
+        "vgg_tiny", "tf", lambda x: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True),
+        _vgg_head(VGG_TINY_STAGES), None,
     ),
     "vgg16": Backbone(
         "vgg16", "caffe", lambda x: _vgg_stack(x, VGG16_STAGES), _vgg_head(VGG16_STAGES),

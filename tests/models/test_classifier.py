@@ -56,8 +56,13 @@ def test_vgg_tiny_any_input_size(tiny, size, grid):
 def test_vgg_tiny_is_small_and_flat(tiny):
     check_structure(tiny)
     assert tiny.count_params() < 100_000
-    assert tiny.get_layer("block4_conv2").activation.__name__ == "linear"  # tap before its ReLU
-    assert tiny.get_layer("features").input is tiny.get_layer("block4_conv2").output
+    # VGG-BN: conv (no bias) -> BatchNorm -> ReLU; the tap is the last BatchNorm, before its ReLU.
+    assert tiny.get_layer("block4_conv2").activation.__name__ == "linear"
+    assert not tiny.get_layer("block4_conv2").use_bias
+    assert tiny.get_layer("features").input is tiny.get_layer("block4_conv2_bn").output
+    assert tiny.get_layer("block4_conv2_bn").momentum == 0.9
+    after = [layer for layer in tiny.layers if layer.name == "block4_conv2_relu"]
+    assert after and after[0].input is tiny.get_layer("features").output  # ReLU in the head, after the tap
 
 
 @pytest.mark.parametrize(
