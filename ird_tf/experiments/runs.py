@@ -56,8 +56,11 @@ def _data_identity(cfg: ExperimentConfig) -> dict:
 
 def teacher_dir(cfg: ExperimentConfig) -> Path:
     """Where the teacher for these data, fold, backbone and seed lives."""
+    from ird_tf.models.backbones import get_backbone
+
     ident = {"data": _data_identity(cfg), "teacher_mag": cfg.data.teacher_mag,
-             "backbone": cfg.model.backbone, "weights": cfg.model.weights,
+             "backbone": cfg.model.backbone, "revision": get_backbone(cfg.model.backbone).revision,
+             "weights": cfg.model.weights,
              "optim": replace(cfg.optim, epochs=0).__dict__, "seed": cfg.run.seed,
              "precision": cfg.run.precision}
     name = (f"{cfg.model.backbone}_{_mag(cfg.data.teacher_mag)}_{cfg.data.fold}_s{cfg.run.seed}"

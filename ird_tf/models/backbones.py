@@ -76,6 +76,7 @@ class Backbone:
     build: Callable[[Tensor], Tensor]
     head: Callable[[Tensor], Tensor]
     reference: Callable[[str], keras.Model] | None
+    revision: int = 1  # raised when the graph changes, so run directories of older graphs are not reused
 
 
 def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False) -> Tensor:
@@ -135,7 +136,7 @@ def _reference(constructor: Callable[..., keras.Model], input_shape=(None, None,
 _REGISTRY: dict[str, Backbone] = {
     "vgg_tiny": Backbone(
         "vgg_tiny", "tf", lambda x: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True),
-        _vgg_head(VGG_TINY_STAGES), None,
+        _vgg_head(VGG_TINY_STAGES), None, revision=2,
     ),
     "vgg16": Backbone(
         "vgg16", "caffe", lambda x: _vgg_stack(x, VGG16_STAGES), _vgg_head(VGG16_STAGES),
