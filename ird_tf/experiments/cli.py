@@ -91,7 +91,8 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
     src.add_argument("--folders", metavar="ROOT", help="class-folder root: ROOT/[train/]<class>/*.png")
     if student:
         g.add_argument("--unlabeled", metavar="DIR",
-                       help="folder of unlabeled images: distil label-free (soft labels + feature maps)")
+                       help="folder of unlabeled images: distil label-free (default loss: KD + feature-map "
+                            "loss, weights 1 and 1, no CE)")
     g.add_argument("--fold", help="SICAPv2 / synthetic validation fold: Val1..Val4")
     g.add_argument("--teacher-mag", type=float, help="teacher magnification (x)")
     if student:
@@ -162,6 +163,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         # a config file is complete on its own; --preset with it would be ambiguous
         raise ConfigError("--preset and --config are exclusive: a config file holds every setting")
     values = vars(args)
+    if values.get("unlabeled") and not args.config and not any(
+            values.get(d) is not None for d in _FIELDS if d.startswith("alpha_")):
+        # label-free with no loss weights given: DiPalma's loss (soft labels + feature maps), no CE
+        cfg.loss = replace(cfg.loss, ce=0.0, fm=0.0, at=0.0, zk_at=0.0, kd=1.0, fmap=1.0)
     for dest, (section, field_name) in _FIELDS.items():
         value = values.get(dest)
         if value is not None:
@@ -175,6 +180,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         raise ConfigError("--preset paper reads SICAPv2: pass --sicap ROOT")
     if values.get("unlabeled"):
         cfg.data = replace(cfg.data, unlabeled=values["unlabeled"])
+        if cfg.loss.ce > 0:
+            raise ConfigError(f"--unlabeled trains without labels, so --alpha-ce must be 0 (got "
+                              f"{cfg.loss.ce:g}); label-free terms: --alpha-kd, --alpha-fmap, --alpha-fm, "
+                              "--alpha-at")
     if values.get("at_first_order"):
         cfg.loss = replace(cfg.loss, at_second_order=False)
     if values.get("jit"):

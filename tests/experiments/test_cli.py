@@ -29,6 +29,19 @@ def test_data_sources(tmp_path):
     assert cfg.data.source == "folders" and not cfg.loss.at_second_order and cfg.run.jit
 
 
+def test_unlabeled_defaults_to_the_label_free_loss_and_refuses_cross_entropy(tmp_path, capsys):
+    _, cfg = parse("t", ["--unlabeled", str(tmp_path), "--res", "1.25"])
+    assert cfg.data.unlabeled == str(tmp_path)
+    assert cfg.loss.weights() == {"kd": 1.0, "fmap": 1.0}
+    # explicit weights are the user's: here KD + AT+ only
+    argv = ["--unlabeled", str(tmp_path), "--alpha-ce", "0", "--alpha-fm", "0", "--alpha-kd", "2"]
+    _, cfg = parse("t", argv)
+    assert cfg.loss.weights() == {"at": 10.0, "kd": 2.0}
+    with pytest.raises(SystemExit) as exc:
+        parse("t", ["--unlabeled", str(tmp_path), "--alpha-kd", "1"])  # CE keeps the preset's 1
+    assert exc.value.code == 2 and "--alpha-ce must be 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
