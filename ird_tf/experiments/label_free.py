@@ -74,6 +74,7 @@ from ird_tf.experiments.sweep import (
     describe,
     git_commit,
     run_config,
+    select_seeds,
 )
 
 RESULTS_DIR = "experiments/results"
@@ -651,14 +652,9 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, LabelFreeConfig
     """(base, study, output name) from the command line; ConfigError names the bad setting."""
     base, study = load_study(args.config)
     out_name = f"label_free_{study.name}"
-    if args.seeds is not None:
-        if not 1 <= args.seeds <= len(study.seeds):
-            raise ConfigError(f"--seeds {args.seeds}: expected 1..{len(study.seeds)} ({SECTION}.seeds = "
-                              f"{list(study.seeds)})")
-        study = replace(study, seeds=study.seeds[: args.seeds])
+    study = replace(study, seeds=select_seeds(study.seeds, args.seeds, args.quick, f"{SECTION}.seeds"))
     if args.quick:
         base.optim = replace(base.optim, epochs=1, teacher_epochs=1)
-        study = replace(study, seeds=study.seeds[:1] if args.seeds is None else study.seeds)
         out_name += "_quick"
     base.validate()
     study.validate(base)

@@ -640,6 +640,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def select_seeds(seeds: Sequence[int], first: int | None, quick: bool, setting: str) -> tuple[int, ...]:
+    """The seeds a run of a study uses: the first ``first`` (``--seeds N``), or only the first with
+    ``--quick`` when ``--seeds`` is not given."""
+    if first is not None:
+        if not 1 <= first <= len(seeds):
+            raise ConfigError(f"--seeds {first}: expected 1..{len(seeds)} ({setting} = {list(seeds)})")
+        return tuple(seeds[:first])
+    return tuple(seeds[:1]) if quick else tuple(seeds)
+
+
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, SweepConfig, str]:
     """(base, sweep, table name) from the command line; ConfigError names the bad setting."""
     base, sweep = load_sweep(args.config)
@@ -651,14 +661,10 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, SweepConfig, st
     if args.sicap:
         base.data = replace(base.data, source="sicap", root=args.sicap)
     out_name = f"sweep_{sweep.name}{out_suffix}"
-    if args.seeds is not None:
-        if not 1 <= args.seeds <= len(sweep.seeds):
-            raise ConfigError(f"--seeds {args.seeds}: expected 1..{len(sweep.seeds)} (sweep.seeds = "
-                              f"{list(sweep.seeds)})")
-        sweep = replace(sweep, seeds=sweep.seeds[: args.seeds])
+    seeds = select_seeds(sweep.seeds, args.seeds, args.quick, "sweep.seeds")
+    sweep = replace(sweep, seeds=seeds)
     if args.quick:
         base.optim = replace(base.optim, epochs=1, teacher_epochs=1)
-        sweep = replace(sweep, seeds=sweep.seeds[:1] if args.seeds is None else sweep.seeds)
         out_name += "_quick"
     base.validate()
     sweep.validate(base)
