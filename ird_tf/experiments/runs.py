@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,7 +102,71 @@ def read_result(run_dir: Path) -> RunResult | None:
 
 def write_result(result: RunResult) -> None:
     payload = {"metrics": result.metrics, "seconds": result.seconds}
-    (result.run_dir / "result.json").write_text(json.dumps(payload, indent=2))
+    tmp = result.run_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(result.run_dir / "result.json")  # atomic: a reader never sees half a file
+
+
+def _lock_owner(lock: Path) -> tuple[str, int] | None:
+    try:
+        host, pid = lock.read_text().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_claim(run_dir: Path, cfg: ExperimentConfig, poll: float = 5.0) -> Iterator[RunResult | None]:
+    """Yields the run's result if it has finished, else None while this process owns the run.
+
+    One process trains a run directory at a time (``lock.pid`` holds its host and pid): another
+    command or sweep that needs the same run waits for it and then finds its result, so sweeps can run
+    side by side. A lock left by a killed process on this host is taken over. Multi-worker runs skip
+    the lock: all their workers train the same run together.
+    """
+    found = read_result(run_dir)
+    if found is not None or cfg.run.strategy == "multiworker":
+        yield found
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock, me, waiting, owned = run_dir / "lock.pid", socket.gethostname(), False, False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is None and time.time() - lock.stat().st_mtime < 10 * poll + 10:
+                owner = (me, -1)  # just created, its owner is writing it
+            if owner is None or (owner[0] == me and owner[1] != -1 and not _alive(owner[1])):
+                lock.unlink(missing_ok=True)  # its process is gone (killed): take the run over
+                continue
+            if read_result(run_dir) is not None:
+                break
+            if not waiting:
+                log(f"{run_dir} is being trained by process {owner[1]} on {owner[0]}: waiting for it "
+                    f"(delete {lock} if that process is gone)")
+                waiting = True
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{me} {os.getpid()}\n")
+        owned = True
+        break
+    try:
+        yield read_result(run_dir)
+    finally:
+        if owned:
+            lock.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -159,15 +227,19 @@ def _optimizer(cfg: ExperimentConfig, epochs: int):
 # ------------------------------------------------------------------------------------------------ runs
 def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
     """The teacher for these data, fold, backbone and seed: found on disk, or trained now (and said so)."""
+    run_dir = teacher_dir(cfg)
+    with run_claim(run_dir, cfg) as found:
+        if found is not None:
+            log(f"teacher found: {run_dir}")
+            return found
+        return _train_teacher(cfg, splits, strategy, run_dir)
+
+
+def _train_teacher(cfg: ExperimentConfig, splits, strategy, run_dir: Path) -> RunResult:
     from ird_tf.models import build_classifier
     from ird_tf.training.loop import fit
     from ird_tf.training.teacher import Teacher
 
-    run_dir = teacher_dir(cfg)
-    found = read_result(run_dir)
-    if found is not None:
-        log(f"teacher found: {run_dir}")
-        return found
     log(f"no finished teacher at {run_dir}: training it first ({cfg.optim.teacher_epochs} epochs)")
     start = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,18 +273,24 @@ def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill
     """Trains the student at ``data.student_mag`` — ``kind="distill"`` from the teacher with the
     configured terms (label-free when ``data.unlabeled`` is set), ``kind="alone"`` with labels only —
     and returns (student result, teacher result or None). Exports it when ``export_base`` is given."""
+    teacher_result = run_teacher(cfg, splits, strategy) if kind == "distill" else None
+    run_dir = student_dir(cfg, kind)
+    with run_claim(run_dir, cfg) as found:
+        if found is not None:
+            log(f"student found: {run_dir}")
+            return found, teacher_result
+        result = _train_student(cfg, splits, strategy, kind, run_dir, teacher_result, export_base)
+    return result, teacher_result
+
+
+def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: Path,
+                   teacher_result: RunResult | None, export_base: Path | None) -> RunResult:
     from ird_tf.data.readers import read_unlabeled
     from ird_tf.models import build_classifier
     from ird_tf.training.distiller import Distiller
     from ird_tf.training.loop import fit
     from ird_tf.training.teacher import Teacher
 
-    teacher_result = run_teacher(cfg, splits, strategy) if kind == "distill" else None
-    run_dir = student_dir(cfg, kind)
-    found = read_result(run_dir)
-    if found is not None:
-        log(f"student found: {run_dir}")
-        return found, teacher_result
     what = "distilling" if kind == "distill" else "training alone"
     log(f"student {what} at {cfg.data.student_mag:g}x ({cfg.data.mode}): {run_dir}")
     start = time.time()
@@ -247,7 +325,7 @@ def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill
         log(f"student exported for TF Serving: {path}")
     result = RunResult(run_dir, metrics, time.time() - start)
     write_result(result)
-    return result, teacher_result
+    return result
 
 
 def summary_table(cfg: ExperimentConfig, teacher: RunResult | None, student: RunResult | None) -> str:
