@@ -6,7 +6,7 @@ EXTRAS ?= cpu,dev
 RES ?= 2.5
 LOGDIR ?= runs
 
-.PHONY: install run test lint benchmark tensorboard preview clean
+.PHONY: install run test lint benchmark reproduce tensorboard preview clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: install
 
 benchmark: install
 	$(PY) tools/benchmark.py all
+
+reproduce: install
+	bash tools/reproduce_cpu.sh
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

@@ -7,6 +7,8 @@ Pure NumPy/PIL functions of one map and one mask (no TensorFlow), so they are ch
 Undefined scores are NaN and the means skip them: a mask without lesion (every NC patch) has no target
 to point at, and a map with no positive energy has no share to give. The pointing game, however,
 counts a flat map (no single maximum) as a miss so that a model whose maps vanish is not flattered.
+A map of a single cell (a native-size student whose feature grid is 1x1) cannot place anything: both
+scores are undefined for it, not a miss, so a table shows "n/a" instead of a pointing game of 0.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def localisation_scores(
 
     ``maps`` float [N, h, w]: one map per patch, for the class of interest (usually the true class:
     ``attention_maps(model, x, classes=labels)`` then ``[..., 0]``); ``masks`` [N, H, W] with SICAPv2
-    values. Returns ``energy_inside``, ``pointing_game`` (NaN if nothing was scored), ``n`` (patches with
+    values. Returns ``energy_inside``, ``pointing_game`` (NaN if nothing was scored, or if the maps are
+    1x1), ``n`` (patches with
     a lesion, the ones scored by the pointing game) and ``n_zero_energy`` (of those, maps with no positive
     energy, left out of the energy mean).
     """
@@ -114,6 +117,9 @@ def localisation_scores(
             f"localisation_scores: expected maps [N, h, w] and masks [N, H, W] with the same N, got "
             f"{maps.shape} and {masks.shape} (select one class channel of [N, h, w, K] maps first)"
         )
+    if maps.shape[1] * maps.shape[2] == 1:  # one cell: every pixel gets the same weight
+        n = int(sum(lesion(k).any() for k in masks))
+        return {"energy_inside": float("nan"), "pointing_game": float("nan"), "n": n, "n_zero_energy": 0}
     pairs = list(zip(maps, masks, strict=True))
     energy = np.array([energy_inside(m, k) for m, k in pairs], np.float64)
     points = np.array([pointing_game(m, k, tolerance_px) for m, k in pairs], np.float64)

@@ -130,6 +130,19 @@ def test_localisation_scores_skip_nan():
     assert math.isnan(empty["energy_inside"]) and math.isnan(empty["pointing_game"]) and empty["n"] == 0
 
 
+def test_single_cell_maps_are_undefined_not_a_miss():
+    # a 1x1 map upsamples to a constant: it cannot point, and its "energy share" would only be the
+    # lesion's area fraction, so both scores are NaN (shown as n/a) while n still counts the lesions
+    masks = np.stack([square_mask(16, 0, 8, 0, 8), np.zeros((16, 16), np.uint8),
+                      square_mask(16, 8, 16, 8, 16)])
+    scores = localisation_scores(np.ones((3, 1, 1)), masks)
+    assert math.isnan(scores["energy_inside"]) and math.isnan(scores["pointing_game"])
+    assert scores["n"] == 2
+    # a 2x1 grid still localises
+    two = localisation_scores(np.array([[[1.0], [0.0]]]), masks[:1])
+    assert two["pointing_game"] == 1.0
+
+
 def test_localisation_scores_shape_errors():
     with pytest.raises(DataError, match=r"\[N, h, w\]"):
         localisation_scores(np.zeros((2, 4, 4, 1)), np.zeros((2, 8, 8)))
