@@ -59,22 +59,23 @@ import yaml
 from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
 from ird_tf.data.errors import DataError
 from ird_tf.experiments.runs import digest, read_result, student_dir, teacher_dir
+from ird_tf.experiments.study import (
+    as_integer,
+    as_list,
+    as_number,
+    execute,
+    fmt_time,
+    git_commit,
+    select_seeds,
+)
 from ird_tf.experiments.sweep import (
-    _LOSS_FIELDS,
-    _NAME,
+    LOSS_FIELDS,
+    NAME_RE,
     Method,
     SweepConfig,
-    _fmt_time,
-    _integer,
-    _list,
-    _nan,
-    _number,
-    _prepare,
     default_methods,
     describe,
-    git_commit,
     run_config,
-    select_seeds,
 )
 
 RESULTS_DIR = "experiments/results"
@@ -124,13 +125,13 @@ class LabelFreeConfig:
             kw["name"] = str(d["name"])
         for key in ("magnifications", "extra_ratios"):
             if key in d:
-                values = _list(f"{SECTION}.{key}", d[key])
-                kw[key] = tuple(_number(f"{SECTION}.{key}[{i}]", v) for i, v in enumerate(values))
+                values = as_list(f"{SECTION}.{key}", d[key])
+                kw[key] = tuple(as_number(f"{SECTION}.{key}[{i}]", v) for i, v in enumerate(values))
         if "seeds" in d:
-            kw["seeds"] = tuple(_integer(f"{SECTION}.seeds[{i}]", v)
-                                for i, v in enumerate(_list(f"{SECTION}.seeds", d["seeds"])))
+            kw["seeds"] = tuple(as_integer(f"{SECTION}.seeds[{i}]", v)
+                                for i, v in enumerate(as_list(f"{SECTION}.seeds", d["seeds"])))
         if "pool_seed" in d:
-            kw["pool_seed"] = _integer(f"{SECTION}.pool_seed", d["pool_seed"])
+            kw["pool_seed"] = as_integer(f"{SECTION}.pool_seed", d["pool_seed"])
         if "mode" in d:
             kw["mode"] = d["mode"]
         if "methods" in d:
@@ -143,21 +144,21 @@ class LabelFreeConfig:
                 if not isinstance(loss, dict):
                     raise ConfigError(f"{SECTION}.methods.{name}={loss!r}: expected a mapping of loss "
                                       "settings")
-                bad = sorted(set(loss) - set(_LOSS_FIELDS))
+                bad = sorted(set(loss) - set(LOSS_FIELDS))
                 if bad:
                     raise ConfigError(f"unknown setting(s) {[f'{SECTION}.methods.{name}.{k}' for k in bad]}; "
-                                      f"known: {list(_LOSS_FIELDS)}")
+                                      f"known: {list(LOSS_FIELDS)}")
                 methods[str(name)] = dict(loss)
             kw["methods"] = methods
         if "references" in d:
-            kw["references"] = tuple(str(r) for r in _list(f"{SECTION}.references", d["references"] or []))
+            kw["references"] = tuple(str(r) for r in as_list(f"{SECTION}.references", d["references"] or []))
         return cls(**kw)
 
     def validate(self, base: ExperimentConfig) -> LabelFreeConfig:
         """Checks every setting against the base experiment; errors name the ``label_free.`` key."""
         from ird_tf.losses import get_term
 
-        if not _NAME.match(self.name):
+        if not NAME_RE.match(self.name):
             raise ConfigError(f"{SECTION}.name={self.name!r}: expected letters, digits and _ . + - "
                               "(a file name)")
         if self.mode not in MODES:
@@ -185,7 +186,7 @@ class LabelFreeConfig:
                 raise ConfigError(f"{SECTION}.magnifications: {mag:g} is not accepted: {e}") from e
         for name in self.methods:
             key = f"{SECTION}.methods.{name}"
-            if not _NAME.match(name) or name == "teacher" or name in self.references:
+            if not NAME_RE.match(name) or name == "teacher" or name in self.references:
                 raise ConfigError(f"{key}: not a usable method name (letters, digits, _ . + -; not 'teacher' "
                                   "nor a reference's name)")
             loss = self.method(name).loss_config(base.loss)
@@ -413,8 +414,7 @@ def run_study(base: ExperimentConfig, study: LabelFreeConfig, *, command: str, r
               out_name: str) -> int:
     """Runs (or reuses) every planned run, rewriting tables and plot after each one trained and at the
     end; 0 when all finished."""
-    from ird_tf.experiments.runs import load_splits, run_student, run_teacher, setup_runtime
-    from ird_tf.training.callbacks import TrainingDiverged
+    from ird_tf.experiments.runs import load_splits, setup_runtime
 
     start = time.time()
     strategy = setup_runtime(base)
@@ -428,28 +428,15 @@ def run_study(base: ExperimentConfig, study: LabelFreeConfig, *, command: str, r
     header = dict(command=command, commit=git_commit(), start=start, trained=0, reused=0, failed=[])
     for i, p in enumerate(planned, 1):
         tag = f"{i}/{len(planned)} {p.label()}"
-        found = read_result(p.run_dir) is not None
-        status = "reused" if found else "resuming" if (p.run_dir / "backup").is_dir() else "training"
-        say(f"run {tag}: {status} ({p.run_dir}), elapsed {_fmt_time(time.time() - start)}")
-        t0 = time.time()
-        _prepare(p.cfg)
-        try:
-            if p.kind == "teacher":
-                result = run_teacher(p.cfg, splits, strategy)
-            else:
-                result, _ = run_student(p.cfg, splits, strategy, kind=p.kind)
-        except TrainingDiverged as e:
-            header["failed"].append(f"{p.label()}: {e}")
-            say(f"run {tag}: DIVERGED ({e}); the study goes on without it")
+        _, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say)
+        if failure:
+            header["failed"].append(failure)
             continue
         header["reused" if found else "trained"] += 1
         if not found:
-            test = result.metrics.get("test", {})
-            say(f"run {tag}: done in {_fmt_time(time.time() - t0)}: test bal. acc. "
-                f"{_nan(test.get('balanced_accuracy')):.3f}, kappa {_nan(test.get('kappa')):.3f}")
             write_outputs(base, study, planned, n_train, results_dir, out_name, header)
     md, _, _ = write_outputs(base, study, planned, n_train, results_dir, out_name, header)
-    say(f"finished in {_fmt_time(time.time() - start)}: {header['trained']} trained, {header['reused']} "
+    say(f"finished in {fmt_time(time.time() - start)}: {header['trained']} trained, {header['reused']} "
         f"reused, {len(header['failed'])} failed; table {md}")
     print(md.read_text(), flush=True)
     return 1 if header["failed"] else 0

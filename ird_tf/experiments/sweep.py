@@ -41,7 +41,6 @@ import math
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -62,14 +61,24 @@ from ird_tf.config import (
     preset,
 )
 from ird_tf.experiments.runs import read_result, student_dir, teacher_dir
+from ird_tf.experiments.study import (
+    as_integer,
+    as_list,
+    as_number,
+    execute,
+    fmt_time,
+    git_commit,
+    nan_if_none,
+    select_seeds,
+)
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
 KINDS = ("distill", "alone")
 TERMS = ("ce", "fm", "at", "zk_at", "kd", "fmap")
 LOCALISED_BY_DEFAULT = ("alone", "fm", "fm_at")
 RESULTS_DIR = "experiments/results"
-_LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _TERM_LABELS = {"ce": "CE", "fm": "FM", "at": "AT+", "zk_at": "AT (Zagoruyko)", "kd": "KD", "fmap": "FMap"}
 
 
@@ -145,17 +154,18 @@ class SweepConfig:
         if "name" in d:
             kw["name"] = str(d["name"])
         if "magnifications" in d:
-            mags = _list("sweep.magnifications", d["magnifications"])
-            kw["magnifications"] = tuple(_number(f"sweep.magnifications[{i}]", v) for i, v in enumerate(mags))
+            mags = as_list("sweep.magnifications", d["magnifications"])
+            kw["magnifications"] = tuple(as_number(f"sweep.magnifications[{i}]", v)
+                                         for i, v in enumerate(mags))
         if "seeds" in d:
-            kw["seeds"] = tuple(_integer(f"sweep.seeds[{i}]", v)
-                                for i, v in enumerate(_list("sweep.seeds", d["seeds"])))
+            kw["seeds"] = tuple(as_integer(f"sweep.seeds[{i}]", v)
+                                for i, v in enumerate(as_list("sweep.seeds", d["seeds"])))
         if "methods" in d:
             kw["methods"] = _methods(d["methods"])
         if "mode" in d:
             kw["mode"] = d["mode"]
         if d.get("localisation") is not None:
-            kw["localisation"] = tuple(str(m) for m in _list("sweep.localisation", d["localisation"]))
+            kw["localisation"] = tuple(str(m) for m in as_list("sweep.localisation", d["localisation"]))
         if "localisation_weighting" in d:
             kw["localisation_weighting"] = d["localisation_weighting"]
         if d.get("cost") is not None:
@@ -163,12 +173,12 @@ class SweepConfig:
                 raise ConfigError(f"sweep.cost={d['cost']!r}: expected true, false or null (= native only)")
             kw["cost"] = d["cost"]
         if "cost_seconds" in d:
-            kw["cost_seconds"] = _number("sweep.cost_seconds", d["cost_seconds"])
+            kw["cost_seconds"] = as_number("sweep.cost_seconds", d["cost_seconds"])
         return cls(**kw)
 
     def validate(self, base: ExperimentConfig) -> SweepConfig:
         """Checks every setting against the base experiment; errors name the ``sweep.`` key."""
-        if not _NAME.match(self.name):
+        if not NAME_RE.match(self.name):
             raise ConfigError(f"sweep.name={self.name!r}: expected letters, digits and _ . + - (a file name)")
         if self.mode not in MODES:
             raise ConfigError(f"sweep.mode={self.mode!r} is not accepted; expected one of {list(MODES)}")
@@ -184,7 +194,7 @@ class SweepConfig:
             except ConfigError as e:
                 raise ConfigError(f"sweep.magnifications: {mag:g} is not accepted: {e}") from e
         for name, method in self.methods.items():
-            if not _NAME.match(name) or name == "teacher":
+            if not NAME_RE.match(name) or name == "teacher":
                 raise ConfigError(f"sweep.methods: {name!r} is not a usable method name (letters, digits, "
                                   "_ . + -; 'teacher' is reserved)")
             try:
@@ -201,24 +211,6 @@ class SweepConfig:
         if self.cost_seconds <= 0:
             raise ConfigError(f"sweep.cost_seconds={self.cost_seconds!r}: expected a number > 0")
         return self
-
-
-def _list(key: str, value: Any) -> list:
-    if not isinstance(value, list | tuple):
-        raise ConfigError(f"{key}={value!r}: expected a list")
-    return list(value)
-
-
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}={value!r}: expected a number")
-    return float(value)
-
-
-def _integer(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}={value!r}: expected an integer")
-    return value
 
 
 def _methods(value: Any) -> dict[str, Method]:
@@ -248,10 +240,10 @@ def _methods(value: Any) -> dict[str, Method]:
         loss = spec.get("loss") or {}
         if not isinstance(loss, dict):
             raise ConfigError(f"{key}.loss={loss!r}: expected a mapping of loss settings")
-        bad = sorted(set(loss) - set(_LOSS_FIELDS))
+        bad = sorted(set(loss) - set(LOSS_FIELDS))
         if bad:
             raise ConfigError(f"unknown setting(s) {[f'{key}.loss.{k}' for k in bad]}; "
-                              f"known: {list(_LOSS_FIELDS)}")
+                              f"known: {list(LOSS_FIELDS)}")
         terms = [t for t in TERMS if t in loss and t != "ce" and loss[t]]
         if kind == "alone" and terms:
             raise ConfigError(f"{key}: kind 'alone' trains with cross-entropy only; it cannot use the "
@@ -349,21 +341,6 @@ def describe(method: Method, base: LossConfig) -> str:
 
 
 # ------------------------------------------------------------------------------------------ run it
-def git_commit() -> str:
-    """Short commit of the working directory's checkout, or "unknown" outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def say(msg: str) -> None:
     print(f"[sweep {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -419,26 +396,10 @@ def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) 
     return out
 
 
-def _prepare(cfg: ExperimentConfig) -> None:
-    """A clean Keras state per run (memory stays flat over dozens of runs); seed and precision again
-    because ``clear_session`` resets the global dtype policy."""
-    import gc
-
-    import keras
-
-    from ird_tf.training.runtime import set_precision, set_seed
-
-    keras.backend.clear_session()
-    gc.collect()
-    set_seed(cfg.run.seed)
-    set_precision(cfg.run.precision)
-
-
 def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
     """Runs (or reuses) every planned run and rewrites the tables after each; 0 when all finished."""
-    from ird_tf.experiments.runs import load_splits, run_student, run_teacher, setup_runtime
-    from ird_tf.training.callbacks import TrainingDiverged
+    from ird_tf.experiments.runs import load_splits, setup_runtime
 
     start = time.time()
     planned = plan(base, sweep)
@@ -456,25 +417,11 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
     trained = reused = 0
     for i, p in enumerate(planned, 1):
         tag = f"{i}/{len(planned)} {p.label()}"
-        found = read_result(p.run_dir) is not None
-        status = "reused" if found else "resuming" if (p.run_dir / "backup").is_dir() else "training"
-        say(f"run {tag}: {status} ({p.run_dir}), elapsed {_fmt_time(time.time() - start)}")
-        t0 = time.time()
-        _prepare(p.cfg)
-        try:
-            if p.kind == "teacher":
-                result = run_teacher(p.cfg, splits, strategy)
-            else:
-                result, _ = run_student(p.cfg, splits, strategy, kind=p.kind)
-        except TrainingDiverged as e:
-            failed.append(f"{p.label()}: {e}")
-            say(f"run {tag}: DIVERGED ({e}); the sweep goes on without it")
+        _, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say)
+        if failure:
+            failed.append(failure)
             continue
         trained, reused = trained + (not found), reused + found
-        if not found:
-            test = result.metrics.get("test", {})
-            say(f"run {tag}: done in {_fmt_time(time.time() - t0)}: test bal. acc. "
-                f"{_nan(test.get('balanced_accuracy')):.3f}, kappa {_nan(test.get('kappa')):.3f}")
         if sweep.localised and p.method in (*sweep.localised, "teacher"):
             scores, cached = localise(p, splits, sweep)
             if not cached:
@@ -483,7 +430,7 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
         header.update(trained=trained, reused=reused, failed=failed)
         write_tables(base, sweep, planned, results_dir, out_name, header, costs)
     md, _ = write_tables(base, sweep, planned, results_dir, out_name, header, costs)
-    say(f"finished in {_fmt_time(time.time() - start)}: {trained} trained, {reused} reused, "
+    say(f"finished in {fmt_time(time.time() - start)}: {trained} trained, {reused} reused, "
         f"{len(failed)} failed; table {md}")
     print(md.read_text(), flush=True)
     return 1 if failed else 0
@@ -532,10 +479,6 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
 
 _METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"),
             ("energy_inside", "energy in lesion"), ("pointing_game", "pointing game"))
-
-
-def _nan(x: Any) -> float:
-    return float("nan") if x is None else float(x)
 
 
 def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned], results_dir: Path,
@@ -608,7 +551,7 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         for k, _ in metric_keys:
             s = r["summary"].get(k, {})
             for stat in ("mean", "std"):
-                v = _nan(s.get(stat))
+                v = nan_if_none(s.get(stat))
                 row[f"{k}_{stat}"] = "" if math.isnan(v) else f"{v:.6g}"
         if costs is not None:
             row.update(images_per_s=f"{r['images_per_s']:.1f}", mflops_per_image=f"{r['mflops']:.4g}")
@@ -638,16 +581,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the runs and whether they finished; train nothing")
     p.add_argument("--print-config", action="store_true", help="print the resolved sweep file and exit")
     return p
-
-
-def select_seeds(seeds: Sequence[int], first: int | None, quick: bool, setting: str) -> tuple[int, ...]:
-    """The seeds a run of a study uses: the first ``first`` (``--seeds N``), or only the first with
-    ``--quick`` when ``--seeds`` is not given."""
-    if first is not None:
-        if not 1 <= first <= len(seeds):
-            raise ConfigError(f"--seeds {first}: expected 1..{len(seeds)} ({setting} = {list(seeds)})")
-        return tuple(seeds[:first])
-    return tuple(seeds[:1]) if quick else tuple(seeds)
 
 
 def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, SweepConfig, str]:
