@@ -191,6 +191,28 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return cfg.validate()
 
 
+def with_option(message: str, values: dict) -> str:
+    """Prefixes a config error with the command-line option that set the bad setting, if one did:
+    ``argument --res: data.student_mag=3.0: ...``."""
+    for dest, (section, field_name) in _FIELDS.items():
+        if values.get(dest) is not None and message.startswith(f"{section}.{field_name}="):
+            return f"argument --{dest.replace('_', '-')}: {message}"
+    return message
+
+
+def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    """Runs a command's body; a data error or a diverged run ends it with a one-line message naming the
+    file or the run (exit status 1) instead of a traceback. Trained work stays in the run directory."""
+    from ird_tf.data.errors import DataError
+    from ird_tf.training.callbacks import TrainingDiverged
+
+    try:
+        return main_body(args, cfg)
+    except (DataError, TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+
+
 def parse(description: str, argv: Sequence[str] | None, *, student: bool = True
           ) -> tuple[argparse.Namespace, ExperimentConfig]:
     """Parses argv into (namespace, config); a bad setting exits with status 2 and a clear message."""
@@ -199,7 +221,7 @@ def parse(description: str, argv: Sequence[str] | None, *, student: bool = True
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
-        parser.error(str(e))
+        parser.error(with_option(str(e), vars(args)))
     if args.print_config:
         import yaml
 

@@ -15,12 +15,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ird_tf.experiments.cli import parse
+from ird_tf.experiments.cli import parse, run_command
 from ird_tf.experiments.runs import log, summary_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, cfg = parse(__doc__, argv)
+    return run_command(_distill, args, cfg)
+
+
+def _distill(args, cfg) -> int:
     from ird_tf.experiments.runs import load_splits, run_student, setup_runtime
 
     strategy = setup_runtime(cfg)

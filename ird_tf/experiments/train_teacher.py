@@ -8,12 +8,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ird_tf.experiments.cli import parse
+from ird_tf.experiments.cli import parse, run_command
 from ird_tf.experiments.runs import log, summary_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _, cfg = parse(__doc__, argv, student=False)
+    args, cfg = parse(__doc__, argv, student=False)
+    return run_command(_train_teacher, args, cfg)
+
+
+def _train_teacher(_args, cfg) -> int:
     from ird_tf.experiments.runs import load_splits, run_teacher, setup_runtime
 
     strategy = setup_runtime(cfg)

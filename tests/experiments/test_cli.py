@@ -45,7 +45,7 @@ def test_unlabeled_defaults_to_the_label_free_loss_and_refuses_cross_entropy(tmp
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--res", "3"], "data.student_mag"),
+        (["--res", "3"], "argument --res: data.student_mag=3.0"),
         (["--mode", "tiled"], "--mode"),
         (["--precision", "fp8"], "--precision"),
         (["--preset", "paper"], "--sicap"),
@@ -63,3 +63,23 @@ def test_print_config(capsys):
         parse("t", ["--res", "1.25", "--print-config"])
     assert e.value.code == 0
     assert "student_mag: 1.25" in capsys.readouterr().out
+
+
+def test_data_errors_and_divergence_end_the_command_with_a_message_not_a_traceback(tmp_path, capsys,
+                                                                                   monkeypatch):
+    from ird_tf.experiments import distill, runs, train_teacher
+    from ird_tf.training.callbacks import TrainingDiverged
+
+    # an empty SICAPv2 root: the reader's error names the expected folder
+    assert train_teacher.main(["--sicap", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "images") in err and "Traceback" not in err
+
+    def diverges(*args, **kwargs):
+        raise TrainingDiverged("training diverged at epoch 2, step 1: loss=nan. Stopped.")
+
+    monkeypatch.setattr(runs, "load_splits", lambda cfg: type("S", (), {"train": [], "val": [], "test": [],
+                                                                        "class_names": ("a", "b")})())
+    monkeypatch.setattr(runs, "run_student", diverges)
+    assert distill.main(["--res", "2.5", "--no-export"]) == 1
+    assert capsys.readouterr().err == "error: training diverged at epoch 2, step 1: loss=nan. Stopped.\n"

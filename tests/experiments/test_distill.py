@@ -117,4 +117,4 @@ def test_killed_run_resumes_with_the_same_command(tmp_path):
 def test_bad_option_names_the_option(tmp_path):
     result = run([sys.executable, "-m", "ird_tf.experiments.distill", "--res", "3"], tmp_path, timeout=120)
     assert result.returncode == 2
-    assert "data.student_mag" in result.stderr and "whole number" in result.stderr
+    assert "argument --res: data.student_mag" in result.stderr and "whole number" in result.stderr

@@ -131,10 +131,16 @@ def test_finished_run_returns_at_once(finished_run, capsys):
     assert json.loads((run_dir / "backup" / "latest.json").read_text())["serial"] == serial
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path):
+@pytest.mark.parametrize("wrapper", ["teacher", "distiller"])
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path, wrapper):
     keras.utils.set_random_seed(4)
-    net = build_classifier("vgg_tiny", C, (S, S, 3), name="n")
-    model = Teacher(net)
+    size, view = (S, "hr") if wrapper == "teacher" else (S // 2, "lr")
+    net = build_classifier("vgg_tiny", C, (size, size, 3), name="n")
+    if wrapper == "teacher":
+        model = Teacher(net)
+    else:  # the student (net) on the half-size view learns from a frozen teacher with CE + FM + AT+
+        teacher = build_classifier("vgg_tiny", C, (S, S, 3), name="t")
+        model = Distiller(teacher, net, LossConfig(ce=1.0, fm=0.1, at=10.0))
     model.compile(optimizer=keras.optimizers.SGD(1e-3))
     train = tf.data.Dataset.from_tensor_slices(data(2, 4 * B)).batch(B).repeat()
     val = tf.data.Dataset.from_tensor_slices(data(3, B)).batch(B)
@@ -148,10 +154,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
     assert json.loads((tmp_path / "backup" / "latest.json").read_text())["epoch"] == 1
     assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 1
     for name in ("best.weights.h5", "last.weights.h5"):
-        fresh = build_classifier("vgg_tiny", C, (S, S, 3))
+        fresh = build_classifier("vgg_tiny", C, (size, size, 3))
         fresh.load_weights(str(tmp_path / name))
         assert all(np.all(np.isfinite(v.numpy())) for v in fresh.weights), name
-        assert np.all(np.isfinite(fresh.predict(data(5, 4)[0]["hr"], verbose=0)["logits"]))
+        assert np.all(np.isfinite(fresh.predict(data(5, 4)[0][view], verbose=0)["logits"]))
     assert not all(np.all(np.isfinite(v.numpy())) for v in net.weights)  # the diverged state exists...
     rows = (tmp_path / "history.csv").read_text().strip().splitlines()
     assert len(rows) == 2  # ...but only the good epoch was recorded
