@@ -238,12 +238,14 @@ def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
 def _train_teacher(cfg: ExperimentConfig, splits, strategy, run_dir: Path) -> RunResult:
     from ird_tf.models import build_classifier
     from ird_tf.training.loop import fit
+    from ird_tf.training.runtime import worker_dir
     from ird_tf.training.teacher import Teacher
 
     log(f"no finished teacher at {run_dir}: training it first ({cfg.optim.teacher_epochs} epochs)")
     start = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
+    own = worker_dir(run_dir)
+    own.mkdir(parents=True, exist_ok=True)
+    cfg.save(own / "config.yaml")
     train, val, test, steps = datasets(cfg, splits, factor=1, mode="upsampled")
     size = cfg.data.image_size
     with strategy.scope():
@@ -253,9 +255,10 @@ def _train_teacher(cfg: ExperimentConfig, splits, strategy, run_dir: Path) -> Ru
         model.compile(optimizer=_optimizer(cfg, cfg.optim.teacher_epochs), jit_compile=cfg.run.jit)
     fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.teacher_epochs, steps_per_epoch=steps,
         num_classes=len(splits.class_names), val_input_key="hr", verbose=cfg.run.verbose)
-    metrics = evaluate(classifier, {"val": val, "test": test}, "hr", splits.class_names, run_dir)
-    result = RunResult(run_dir, metrics, time.time() - start)
-    write_result(result)
+    metrics = evaluate(classifier, {"val": val, "test": test}, "hr", splits.class_names, own)
+    result = RunResult(own, metrics, time.time() - start)
+    if own == run_dir:  # the chief (or a single process) marks the run finished
+        write_result(result)
     return result
 
 
@@ -289,13 +292,15 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
     from ird_tf.models import build_classifier
     from ird_tf.training.distiller import Distiller
     from ird_tf.training.loop import fit
+    from ird_tf.training.runtime import worker_dir
     from ird_tf.training.teacher import Teacher
 
     what = "distilling" if kind == "distill" else "training alone"
     log(f"student {what} at {cfg.data.student_mag:g}x ({cfg.data.mode}): {run_dir}")
     start = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / "config.yaml")
+    own = worker_dir(run_dir)
+    own.mkdir(parents=True, exist_ok=True)
+    cfg.save(own / "config.yaml")
     d = cfg.data
     unlabeled = read_unlabeled(d.unlabeled) if (d.unlabeled and kind == "distill") else None
     train, val, test, steps = datasets(cfg, splits, factor=d.factor, mode=d.mode, train_table=unlabeled)
@@ -312,8 +317,8 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
     fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.epochs, steps_per_epoch=steps,
         num_classes=num_classes, val_input_key="lr", verbose=cfg.run.verbose,
         attention_images=cfg.run.tensorboard_images)
-    metrics = evaluate(student, {"val": val, "test": test}, "lr", splits.class_names, run_dir)
-    if export_base is not None:
+    metrics = evaluate(student, {"val": val, "test": test}, "lr", splits.class_names, own)
+    if export_base is not None and own == run_dir:  # one export per run: the chief's
         from ird_tf.export.serving import export_for_serving
 
         path = export_for_serving(
@@ -323,8 +328,9 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
                       "backbone": cfg.model.backbone, "run_dir": str(run_dir)},
         )
         log(f"student exported for TF Serving: {path}")
-    result = RunResult(run_dir, metrics, time.time() - start)
-    write_result(result)
+    result = RunResult(own, metrics, time.time() - start)
+    if own == run_dir:
+        write_result(result)
     return result
 
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 from ird_tf.config import ConfigError, OptimConfig
 from ird_tf.training import callbacks as cb
 from ird_tf.training.distiller import Distiller
-from ird_tf.training.runtime import is_chief, task_name
+from ird_tf.training.runtime import worker_dir
 
 
 def make_optimizer(cfg: OptimConfig) -> keras.optimizers.Optimizer:
@@ -81,7 +81,7 @@ def fit(
     """
     _check_datasets(train_ds, val_ds, steps_per_epoch)
     root = Path(run_dir)
-    out = root if is_chief() else root / "workers" / task_name()  # other workers: same work, own files
+    out = worker_dir(root)  # other workers of a cluster: same work, own files
     out.mkdir(parents=True, exist_ok=True)
     done = out / "done.json"
     if done.is_file() and json.loads(done.read_text()).get("epochs", 0) >= epochs:

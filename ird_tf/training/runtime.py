@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -111,6 +112,13 @@ def task_name() -> str:
     return f"{task.get('type', 'chief')}-{task.get('index', 0)}"
 
 
+def worker_dir(run_dir: Path | str) -> Path:
+    """Where this process writes a run's files: ``run_dir`` on the chief, ``run_dir/workers/<task>`` on the
+    other workers of a multi-worker cluster (they do the same work; their files must not collide)."""
+    run_dir = Path(run_dir)
+    return run_dir if is_chief() else run_dir / "workers" / task_name()
+
+
 def make_strategy(name: str = "default") -> tf.distribute.Strategy:
     """``default``: the current (no-op) strategy. ``mirrored``: ``MirroredStrategy`` over the visible GPUs,
     or over the logical CPU devices (see ``configure_cpu_devices``) when there is no GPU.
@@ -139,5 +147,5 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
 
 __all__ = [
     "set_seed", "set_precision", "set_jit", "configure_cpu_devices", "make_strategy", "read_tf_config",
-    "is_chief", "task_name",
+    "is_chief", "task_name", "worker_dir",
 ]

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -87,7 +88,9 @@ def test_runtime_errors_name_the_setting(monkeypatch):
     with pytest.raises(ConfigError, match="not a member of cluster"):
         runtime.make_strategy("multiworker")
     assert runtime.is_chief() is False and runtime.task_name() == "worker-3"
+    assert runtime.worker_dir("runs/x") == Path("runs/x/workers/worker-3")
     monkeypatch.delenv("TF_CONFIG")
+    assert runtime.worker_dir("runs/x") == Path("runs/x")
     assert runtime.is_chief() and runtime.make_strategy("default") is tf.distribute.get_strategy()
     tf.constant(0.0)  # TensorFlow is initialised by now
     with pytest.raises(RuntimeError, match="call it at the start of the program"):
