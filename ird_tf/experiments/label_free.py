@@ -1,7 +1,7 @@
 """Label-free distillation (DiPalma et al. 2021): student accuracy against the size of the unlabeled set.
 
     python -m ird_tf.experiments.label_free --config experiments/configs/label_free_cpu.yaml \
-        [--seeds N] [--quick] [--dry-run]
+        [--seeds N] [--quick] [--dry-run] [--preset paper --sicap ROOT --pool DIR]
 
 The config file holds a complete experiment config (the ``ExperimentConfig`` sections, the same as
 ``sweep_cpu.yaml`` so the teacher and the labeled reference students are the sweep's own runs) plus a
@@ -12,6 +12,7 @@ The config file holds a complete experiment config (the ``ExperimentConfig`` sec
       magnifications: [1.25, 0.625]
       extra_ratios: [0, 1, 2, 4]       # extra unlabeled images, x the fold's labeled training count
       pool_seed: 2024                  # seed of the extra synthetic pool (not the benchmark's)
+      pool_dir: null                   # or a folder of unlabeled images as the extra pool (any source)
       mode: upsampled
       seeds: [22, 32, 43]
       methods:                         # name -> loss term weights and options; no ce (there are no labels)
@@ -23,10 +24,13 @@ Unlabeled set of ratio r: the fold's N training images (their labels unused) plu
 images of one extra pool, in file order, so the sets are nested. The pool is the synthetic benchmark
 with the file's settings and only another seed and patient count: new patients from the same
 distribution, never the test patients. Its images are renamed ``X<pool_seed>-P...`` so no slide id
-collides with the benchmark's. Each set is a folder of hard links (copies across file systems) under
-``<data.cache_dir>/label_free/``, written once and reused, and given to the student as
-``data.unlabeled``: the run is exactly ``distill --unlabeled DIR`` (CE off, labels never read in
-training; the best epoch is still chosen on the labeled validation split, as for every run).
+collides with the benchmark's. On SICAPv2 or class folders the pool is ``pool_dir`` (``--pool DIR``):
+any folder of unlabeled patches at the teacher's magnification, read recursively in sorted order (for
+instance patches of other slides from the same lab); it must not hold test images. Each set is a
+folder of hard links (copies across file systems) under ``<data.cache_dir>/label_free/``, written
+once and reused, and given to the student as ``data.unlabeled``: the run is exactly ``distill
+--unlabeled DIR`` (CE off, labels never read in training; the best epoch is still chosen on the
+labeled validation split, as for every run).
 
 Fixed step budget: a larger unlabeled set must not win by training longer. Each label-free run gets
 the whole number of epochs (at least 1) that brings epochs x steps-per-epoch closest to the labeled
@@ -56,7 +60,7 @@ from typing import Any
 
 import yaml
 
-from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
+from ird_tf.config import MODES, PAPER_SEEDS, PRESETS, ConfigError, ExperimentConfig, preset
 from ird_tf.data.errors import DataError
 from ird_tf.experiments.runs import digest, read_result, student_dir, teacher_dir
 from ird_tf.experiments.study import (
@@ -97,6 +101,7 @@ class LabelFreeConfig:
     magnifications: tuple[float, ...] = (1.25, 0.625)
     extra_ratios: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
     pool_seed: int = 2024
+    pool_dir: str | None = None
     mode: str = "upsampled"
     seeds: tuple[int, ...] = PAPER_SEEDS
     methods: dict[str, dict[str, Any]] = field(default_factory=default_label_free_methods)
@@ -108,7 +113,7 @@ class LabelFreeConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "magnifications": [float(m) for m in self.magnifications],
                 "extra_ratios": [float(r) for r in self.extra_ratios], "pool_seed": int(self.pool_seed),
-                "mode": self.mode, "seeds": [int(s) for s in self.seeds],
+                "pool_dir": self.pool_dir, "mode": self.mode, "seeds": [int(s) for s in self.seeds],
                 "methods": {n: dict(m) for n, m in self.methods.items()}, "references": list(self.references)}
 
     @classmethod
@@ -132,6 +137,8 @@ class LabelFreeConfig:
                                 for i, v in enumerate(as_list(f"{SECTION}.seeds", d["seeds"])))
         if "pool_seed" in d:
             kw["pool_seed"] = as_integer(f"{SECTION}.pool_seed", d["pool_seed"])
+        if d.get("pool_dir") is not None:
+            kw["pool_dir"] = str(d["pool_dir"])
         if "mode" in d:
             kw["mode"] = d["mode"]
         if "methods" in d:
@@ -171,11 +178,12 @@ class LabelFreeConfig:
                 raise ConfigError(f"{SECTION}.{key}={list(values)} has duplicates")
         if min(self.extra_ratios) < 0:
             raise ConfigError(f"{SECTION}.extra_ratios={list(self.extra_ratios)}: expected numbers >= 0")
-        if max(self.extra_ratios) > 0:
+        if max(self.extra_ratios) > 0 and self.pool_dir is None:
             if base.data.source != "synthetic":
-                raise ConfigError(f"{SECTION}.extra_ratios={list(self.extra_ratios)}: extra unlabeled images "
-                                  f"come from the synthetic pool, but data.source={base.data.source!r}; "
-                                  "use extra_ratios: [0]")
+                raise ConfigError(f"{SECTION}.extra_ratios={list(self.extra_ratios)}: with data.source="
+                                  f"{base.data.source!r} the extra unlabeled images come from "
+                                  f"{SECTION}.pool_dir (--pool DIR, a folder of unlabeled patches), which "
+                                  "is not set; or use extra_ratios: [0]")
             if self.pool_seed == base.data.synthetic.seed:
                 raise ConfigError(f"{SECTION}.pool_seed={self.pool_seed} is the benchmark's own seed "
                                   "(data.synthetic.seed): the pool would repeat its patients; pick another")
@@ -262,7 +270,8 @@ def _set_identity(base: ExperimentConfig, study: LabelFreeConfig) -> dict:
     d = base.data
     synthetic = {**asdict(d.synthetic), "revision": GENERATOR_REVISION} if d.source == "synthetic" else None
     return {"source": d.source, "root": str(Path(d.root).resolve()) if d.root else None, "fold": d.fold,
-            "classes": d.class_names, "synthetic": synthetic, "pool_seed": study.pool_seed}
+            "classes": d.class_names, "synthetic": synthetic, "pool_seed": study.pool_seed,
+            **({"pool_dir": str(Path(study.pool_dir).resolve())} if study.pool_dir else {})}
 
 
 def unlabeled_sets(base: ExperimentConfig, study: LabelFreeConfig, n_train: int) -> dict[float, UnlabeledSet]:
@@ -293,9 +302,17 @@ def pool_config(base: ExperimentConfig, study: LabelFreeConfig, n_images: int):
 
 
 def pool_images(base: ExperimentConfig, study: LabelFreeConfig, n_images: int) -> list[Path]:
-    """The extra pool's images in file order (patient, slide, patch), generated on first use."""
+    """The extra pool's images in file order: ``pool_dir``'s (sorted), or the synthetic pool's
+    (patient, slide, patch), generated on first use."""
+    from ird_tf.data.readers import read_unlabeled
     from ird_tf.data.synthetic import ensure_dataset
 
+    if study.pool_dir is not None:
+        images = [Path(p) for p in read_unlabeled(study.pool_dir)["path"]]
+        if len(images) < n_images:
+            raise DataError(f"{SECTION}.pool_dir {study.pool_dir} holds {len(images)} images; the largest "
+                            f"extra ratio needs {n_images}")
+        return images
     root = ensure_dataset(Path(base.data.cache_dir), pool_config(base, study, n_images))
     images = sorted((root / "images").glob("*.jpg"))
     if len(images) < n_images:
@@ -629,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, metavar="N", help=f"use the first N seeds of {SECTION}.seeds")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1-epoch budget (teacher 1 epoch), first seed; writes *_quick outputs")
+    p.add_argument("--preset", choices=PRESETS,
+                   help=f"take the experiment settings from this preset instead of the file (the {SECTION}: "
+                        "section still comes from the file); outputs get the suffix _<preset>")
+    p.add_argument("--sicap", metavar="ROOT", help="SICAPv2 root (overrides data.source and data.root)")
+    p.add_argument("--pool", metavar="DIR", help=f"folder of unlabeled images for the extra sets "
+                                                 f"(overrides {SECTION}.pool_dir)")
     p.add_argument("--results-dir", default=RESULTS_DIR, help=f"where the outputs go (default {RESULTS_DIR})")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs, their epochs and whether they finished; train nothing")
@@ -639,6 +662,13 @@ def resolve(args: argparse.Namespace) -> tuple[ExperimentConfig, LabelFreeConfig
     """(base, study, output name) from the command line; ConfigError names the bad setting."""
     base, study = load_study(args.config)
     out_name = f"label_free_{study.name}"
+    if args.preset:
+        base = preset(args.preset)
+        out_name += f"_{args.preset}"  # never overwrite the file's own outputs
+    if args.sicap:
+        base.data = replace(base.data, source="sicap", root=args.sicap)
+    if args.pool:
+        study = replace(study, pool_dir=args.pool)
     study = replace(study, seeds=select_seeds(study.seeds, args.seeds, args.quick, f"{SECTION}.seeds"))
     if args.quick:
         base.optim = replace(base.optim, epochs=1, teacher_epochs=1)

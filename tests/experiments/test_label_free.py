@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 
 from ird_tf.config import ConfigError, ExperimentConfig, SyntheticConfig
+from ird_tf.data.errors import DataError
 from ird_tf.data.readers import read_unlabeled, slide_id
 from ird_tf.experiments import label_free, sweep
 from ird_tf.experiments.label_free import LabelFreeConfig, load_study, save_study
@@ -237,6 +238,39 @@ def test_missing_section_seed_count_and_real_data_without_pool(tmp_path, capsys)
     assert "--seeds 2" in capsys.readouterr().err
     base = tiny_base(tmp_path)
     base.data = replace(base.data, source="sicap", root=str(tmp_path))
-    with pytest.raises(ConfigError, match=r"label_free\.extra_ratios.*data\.source='sicap'"):
+    with pytest.raises(ConfigError, match=r"label_free\.extra_ratios.*data\.source='sicap'.*pool_dir"):
         tiny_study().validate(base)
     tiny_study(extra_ratios=(0.0,)).validate(base)  # the training images alone need no pool
+    tiny_study(pool_dir=str(tmp_path)).validate(base)  # or a folder of unlabeled images
+
+
+def test_pool_dir_supplies_the_extra_images_in_sorted_order(tmp_path):
+    base = tiny_base(tmp_path)
+    splits = load_splits(base)
+    pool = tmp_path / "pool"
+    for i in range(30):  # more than needed; nested under sub-folders like real slide exports
+        folder = pool / f"slide{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((64, 64, 3), i, np.uint8)).save(folder / f"p{i:02d}.png")
+    study = tiny_study(extra_ratios=(0.0, 1.0), pool_dir=str(pool))
+    sets = label_free.prepare_sets(base, study, splits)
+    expected = sorted(str(p) for p in pool.rglob("*.png"))[:24]
+    extra = sorted((sets[1.0].folder / "extra").iterdir())
+    assert [p.name for p in extra] == sorted(f"X{study.pool_seed}-{Path(p).name}" for p in expected)
+    assert {sha1(p) for p in extra} == {sha1(Path(p)) for p in expected}
+    benchmark_only = list(Path(base.data.cache_dir).glob("synthetic_v1_*/dataset.json"))
+    assert len(benchmark_only) == 1  # no synthetic pool was generated
+    with pytest.raises(DataError, match=r"label_free\.pool_dir .* holds 30 images; the largest extra "
+                                        r"ratio needs 48"):
+        label_free.prepare_sets(base, tiny_study(extra_ratios=(2.0,), pool_dir=str(pool)), splits)
+
+
+def test_paper_preset_on_sicap_with_a_pool(tmp_path):
+    config = save_study(tmp_path / "good.yaml", tiny_base(tmp_path), tiny_study())
+    args = label_free.build_parser().parse_args(
+        ["--config", str(config), "--preset", "paper", "--sicap", str(tmp_path), "--pool", str(tmp_path)])
+    base, study, out_name = label_free.resolve(args)
+    assert out_name == "label_free_tiny_paper"
+    assert base.model.backbone == "vgg16" and base.data.image_size == 512
+    assert base.data.source == "sicap" and base.data.root == str(tmp_path)
+    assert study.pool_dir == str(tmp_path)
