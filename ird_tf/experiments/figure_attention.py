@@ -8,7 +8,8 @@ student reads it: upsampled or native), then the attention of the student withou
 the student with FM + AT+ and of the teacher, over each model's own input, with p(true class) in
 green when the model's top class is right and red when wrong. Maps are those of the true class with
 the sweep's ``localisation_weighting`` (the maps the localisation columns score). Writes
-``<results-dir>/figure3_<sweep name>_<res>x.png``. The runs must have finished (run the sweep first).
+``<results-dir>/figure3_<sweep name>_<res>x.png`` (``figure3_<sweep name>_<preset>_<res>x.png`` with
+``--preset``). The runs must have finished (run the sweep first, with the same ``--preset``/``--sicap``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ird_tf.config import ConfigError, ExperimentConfig
+from ird_tf.config import PRESETS, ConfigError, ExperimentConfig, preset
 from ird_tf.experiments.runs import read_result
 from ird_tf.experiments.sweep import RESULTS_DIR, Planned, SweepConfig, load_classifier, load_sweep, plan
 
@@ -66,7 +67,8 @@ def find_runs(base: ExperimentConfig, sweep: SweepConfig, res: float, seed: int,
         p = next(p for p in planned if p.method == method and p.mag == mag and p.seed == seed)
         if read_result(p.run_dir) is None:
             raise ConfigError(f"the {p.label()} run has not finished ({p.run_dir}); run the sweep first: "
-                              f"python -m ird_tf.experiments.sweep --config <this file>")
+                              "python -m ird_tf.experiments.sweep --config <this file> (with the same "
+                              "--preset / --sicap)")
         found[key] = p
     return found
 
@@ -123,11 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-class", type=int, default=2, help="test patches per class (default 2)")
     p.add_argument("--no-kd", default="alone", metavar="METHOD", help="student without KD (default alone)")
     p.add_argument("--kd", default="fm_at", metavar="METHOD", help="distilled student (default fm_at)")
+    p.add_argument("--preset", choices=PRESETS,
+                   help="the experiment settings of this preset instead of the file's (as the sweep run "
+                        "with --preset); the figure gets the suffix _<preset>")
     p.add_argument("--sicap", metavar="ROOT", help="SICAPv2 root (overrides data.root)")
     p.add_argument("--results-dir", default=RESULTS_DIR)
     args = p.parse_args(argv)
     try:
         base, sweep = load_sweep(args.config)
+        if args.preset:
+            base = preset(args.preset)
         if args.sicap:
             base.data = replace(base.data, source="sicap", root=args.sicap)
         base.validate()
@@ -139,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         p.error(str(e))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    out = Path(args.results_dir) / f"figure3_{sweep.name}_{args.res:g}x.png"
+    suffix = f"_{args.preset}" if args.preset else ""
+    out = Path(args.results_dir) / f"figure3_{sweep.name}{suffix}_{args.res:g}x.png"
     path = draw(base, sweep, res=args.res, seed=seed, no_kd=args.no_kd, kd=args.kd,
                 per_class=args.per_class, out=out)
     print(f"figure: {path}", flush=True)

@@ -104,6 +104,13 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
     assert figure_attention.main(["--config", str(config), "--res", "2.5", "--per-class", "1"]) == 0
     figure = tmp_path / "experiments/results/figure3_tiny_2.5x.png"
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # the paper preset's runs are other runs: not there yet
+        figure_attention.main(["--config", str(config), "--res", "2.5", "--preset", "paper", "--sicap",
+                               str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert re.search(r"2\.5x alone seed 22 run has not finished \(runs/students/vgg16_2\.5x_",
+                     capsys.readouterr().err)
 
 
 def test_sweep_file_round_trip(tmp_path):
