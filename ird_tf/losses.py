@@ -21,7 +21,9 @@ _EPS = 1e-7
 
 
 def _f32(x) -> tf.Tensor:
-    return tf.cast(x, tf.float32)
+    """Loss maths in float32 at least: half precision is cast up, float64 (gradient checks) is kept."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
 
 
 def _sqrt(x: tf.Tensor) -> tf.Tensor:
