@@ -33,9 +33,8 @@ import weakref
 import keras
 import tensorflow as tf
 
-from ird_tf.config import AT_NORMS, AT_WEIGHTINGS, ConfigError
+from ird_tf.config import AT_NORMS, AT_WEIGHTINGS, MAP_RESIZES, ConfigError
 
-MAP_RESIZES = ("area", "bilinear", "maxpool")
 _EPS = 1e-7
 _SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -23,6 +23,7 @@ AT_DISTANCES = ("l2", "bce", "kl")
 AT_WEIGHTINGS = ("positive", "gradcam", "gradcam_pp")
 AT_CLASSES = ("all", "target")
 FMAP_RESIZES = ("maxpool", "bicubic", "mean")
+MAP_RESIZES = ("area", "bilinear", "maxpool")  # teacher maps/features to a native student's grid
 
 
 class ConfigError(ValueError):
@@ -172,6 +173,7 @@ class LossConfig:
     kd_temperature: float = 4.0
     fmap_resize: str = "maxpool"
     fmap_p: int = 2
+    map_resize: str = "area"  # FM, AT+ and attention transfer: teacher grid -> student grid
 
     def weights(self) -> dict[str, float]:
         """The active terms and their weights, by registry name."""
@@ -187,6 +189,7 @@ class LossConfig:
         _check_choice("loss.at_classes", self.at_classes, AT_CLASSES)
         _check_choice("loss.fmap_resize", self.fmap_resize, FMAP_RESIZES)
         _check_choice("loss.fmap_p", self.fmap_p, (1, 2))
+        _check_choice("loss.map_resize", self.map_resize, MAP_RESIZES)
         _check_positive("loss.at_temperature", self.at_temperature)
         _check_positive("loss.kd_temperature", self.kd_temperature)
         if not self.weights():

@@ -49,10 +49,11 @@ def cross_entropy(labels, logits, label_smoothing: float = 0.0) -> tf.Tensor:
     return tf.reduce_mean(_f32(ce))
 
 
-def feature_matching(f_s, f_t) -> tf.Tensor:
+def feature_matching(f_s, f_t, resize: str = "area") -> tf.Tensor:
     """FM (del Amor et al.): RMSE ``sqrt(mean((F_s - F_t)^2))`` over the whole batch.
 
-    Different grids: the teacher is area-averaged to the student's grid. Different channel counts are
+    Different grids: the teacher is brought to the student's grid (``resize``: area averaging,
+    bilinear, adaptive max-pooling). Different channel counts are
     an error, not a silent projection: use backbones with the same tap width (or add a 1x1 Conv2D on
     the student's tap inside the student model, so it is trained and exported with it).
     """
@@ -63,7 +64,7 @@ def feature_matching(f_s, f_t) -> tf.Tensor:
             f"features {f_t.shape[-1]}; use backbones with the same tap width or add a 1x1 Conv2D "
             "projection to the student's tap (or set loss.fm=0)"
         )
-    f_t = _to_grid(f_t, f_s)
+    f_t = _to_grid(f_t, f_s, resize)
     return _sqrt(tf.reduce_mean(tf.square(f_s - f_t)))
 
 
@@ -101,15 +102,15 @@ def _at_map(f: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(_f32(f)), axis=-1, keepdims=True)
 
 
-def attention_transfer(f_s, f_t) -> tf.Tensor:
+def attention_transfer(f_s, f_t, resize: str = "area") -> tf.Tensor:
     """Attention transfer (Zagoruyko & Komodakis 2017), as their code: ``Q = normalize(mean_c A^2)``
     flattened and L2-normalised per sample; loss = ``(Q_s - Q_t)^2`` averaged over batch and positions
     (the original ``(at(x) - at(y)).pow(2).mean()``, not the paper's ``||Q_s - Q_t||_2``).
 
-    The channel counts may differ. Different grids: the teacher's ``mean_c A^2`` is area-averaged to
-    the student's grid before the normalisation (adaptive average pooling in their code).
+    The channel counts may differ. Different grids: the teacher's ``mean_c A^2`` is brought to the
+    student's grid before the normalisation (``resize``; area = adaptive average pooling, their code).
     """
-    q_s, q_t = _at_map(f_s), _to_grid(_at_map(f_t), f_s)
+    q_s, q_t = _at_map(f_s), _to_grid(_at_map(f_t), f_s, resize)
     batch = tf.shape(q_s)[0]
     q_s = tf.math.l2_normalize(tf.reshape(q_s, [batch, -1]), axis=-1, epsilon=1e-12)
     q_t = tf.math.l2_normalize(tf.reshape(q_t, [batch, -1]), axis=-1, epsilon=1e-12)
@@ -211,22 +212,22 @@ def _ce(i: TermInputs, cfg: LossConfig) -> tf.Tensor:
 
 
 def _fm(i: TermInputs, cfg: LossConfig) -> tf.Tensor:
-    return feature_matching(i.student["features"], _teacher(i, "features"))
+    return feature_matching(i.student["features"], _teacher(i, "features"), cfg.map_resize)
 
 
 def _at(i: TermInputs, cfg: LossConfig) -> tf.Tensor:
-    """AT+: the raw teacher maps are area-averaged to the student grid *before* both are normalised,
-    so every normalisation holds on the compared maps (a softmax map summed to 1 before resizing would
-    not after)."""
+    """AT+: the raw teacher maps are brought to the student grid (``loss.map_resize``) *before* both
+    are normalised, so every normalisation holds on the compared maps (a softmax map summed to 1
+    before resizing would not after)."""
     m_s = _f32(i.student_maps)
-    m_t = _to_grid(_f32(tf.stop_gradient(i.teacher_maps)), m_s)
+    m_t = _to_grid(_f32(tf.stop_gradient(i.teacher_maps)), m_s, cfg.map_resize)
     m_s = normalize_maps(m_s, cfg.at_norm, cfg.at_temperature)
     m_t = normalize_maps(m_t, cfg.at_norm, cfg.at_temperature)
     return attention_matching(m_s, m_t, cfg.at_distance)
 
 
 def _zk_at(i: TermInputs, cfg: LossConfig) -> tf.Tensor:
-    return attention_transfer(i.student["features"], _teacher(i, "features"))
+    return attention_transfer(i.student["features"], _teacher(i, "features"), cfg.map_resize)
 
 
 def _kd(i: TermInputs, cfg: LossConfig) -> tf.Tensor:

@@ -231,6 +231,24 @@ def test_at_term_resizes_then_normalises(norm, distance):
     assert scalar(TERMS["at"](i, cfg)) == pytest.approx(expected, rel=1e-4)
 
 
+def test_map_resize_setting_brings_teacher_maps_and_features_to_the_student_grid():
+    def block_max(x, f):
+        b, h, w, c = x.shape
+        return x.reshape(b, h // f, f, w // f, f, c).max(axis=(2, 4))
+
+    i = _inputs()
+    cfg = dataclasses.replace(LossConfig(), at_norm="none", at_distance="l2", map_resize="maxpool")
+    m_s = i.student_maps.numpy().reshape(3, -1)
+    m_t = block_max(i.teacher_maps.numpy(), 2).reshape(3, -1)
+    expected = np.sqrt(((m_t - m_s) ** 2).mean(1)).mean()
+    assert scalar(TERMS["at"](i, cfg)) == pytest.approx(expected, rel=1e-5)
+    fm = np.sqrt(((F_S - block_max(F_T, 2)) ** 2).mean())
+    assert scalar(feature_matching(F_S, F_T, resize="maxpool")) == pytest.approx(fm, rel=1e-5)
+    assert scalar(TERMS["fm"](i, cfg)) == pytest.approx(fm, rel=1e-5)  # F_S, F_T
+    with pytest.raises(ConfigError, match=r"loss\.map_resize='nearest'"):
+        dataclasses.replace(LossConfig(), map_resize="nearest").validate()
+
+
 def test_terms_stop_teacher_gradients_and_report_missing_inputs():
     teacher_features, maps_t = tf.Variable(F_T), tf.Variable(RNG.random((3, 8, 8, 4)).astype(np.float32))
     i = _inputs(teacher={"logits": tf.constant(Z_T), "features": teacher_features}, teacher_maps=maps_t)

@@ -19,6 +19,7 @@ from ird_tf.config import (
     AT_WEIGHTINGS,
     BACKBONES,
     FMAP_RESIZES,
+    MAP_RESIZES,
     MODES,
     PRECISIONS,
     PRESETS,
@@ -57,6 +58,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "kd_temperature": ("loss", "kd_temperature"),
     "fmap_resize": ("loss", "fmap_resize"),
     "fmap_p": ("loss", "fmap_p"),
+    "map_resize": ("loss", "map_resize"),
     "optimizer": ("optim", "name"),
     "lr": ("optim", "learning_rate"),
     "weight_decay": ("optim", "weight_decay"),
@@ -133,6 +135,9 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
         g.add_argument("--kd-temperature", type=float)
         g.add_argument("--fmap-resize", choices=FMAP_RESIZES)
         g.add_argument("--fmap-p", type=int, choices=(1, 2))
+        g.add_argument("--map-resize", choices=MAP_RESIZES,
+                       help="FM, AT+ and attention transfer with a native student: how teacher maps and "
+                            "features reach the student's grid (default area)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
