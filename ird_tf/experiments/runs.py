@@ -319,19 +319,32 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
         attention_images=cfg.run.tensorboard_images)
     metrics = evaluate(student, {"val": val, "test": test}, "lr", splits.class_names, own)
     if export_base is not None and own == run_dir:  # one export per run: the chief's
-        from ird_tf.export.serving import export_for_serving
-
-        path = export_for_serving(
-            student, export_base / run_dir.name, input_size=d.student_size, class_names=splits.class_names,
-            factor=d.factor, mode=d.mode,
-            metadata={"teacher_mag": d.teacher_mag, "student_mag": d.student_mag,
-                      "backbone": cfg.model.backbone, "run_dir": str(run_dir)},
-        )
-        log(f"student exported for TF Serving: {path}")
+        export_student(student, cfg, splits.class_names, run_dir, export_base / run_dir.name)
     result = RunResult(own, metrics, time.time() - start)
     if own == run_dir:
         write_result(result)
     return result
+
+
+def export_student(student, cfg: ExperimentConfig, class_names, run_dir: Path, export_dir: Path) -> Path:
+    """Exports the student's best weights as the next version under ``export_dir``, unless a version of
+    the same run and weights is there already (a run killed after its export and resumed)."""
+    from ird_tf.export.serving import export_for_serving, find_export
+
+    d = cfg.data
+    weights = hashlib.sha256((run_dir / "best.weights.h5").read_bytes()).hexdigest()
+    found = find_export(export_dir, run_dir=str(run_dir), weights_sha256=weights)
+    if found is not None:
+        log(f"student already exported for TF Serving: {found}")
+        return found
+    path = export_for_serving(
+        student, export_dir, input_size=d.student_size, class_names=class_names, factor=d.factor,
+        mode=d.mode, metadata={"teacher_mag": d.teacher_mag, "student_mag": d.student_mag,
+                               "backbone": cfg.model.backbone, "run_dir": str(run_dir),
+                               "weights_sha256": weights},
+    )
+    log(f"student exported for TF Serving: {path}")
+    return path
 
 
 def summary_table(cfg: ExperimentConfig, teacher: RunResult | None, student: RunResult | None) -> str:

@@ -42,6 +42,24 @@ def next_version(export_base: str | Path) -> int:
     return max(versions, default=0) + 1
 
 
+def find_export(export_base: str | Path, **match: Any) -> Path | None:
+    """The newest version under ``export_base`` whose ``metadata.json`` has every ``match`` item (for
+    example the run directory and a hash of its weights), or None: a resumed run does not export the
+    same model twice."""
+    base = Path(export_base)
+    if not base.is_dir():
+        return None
+    for version in sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
+                          key=lambda p: int(p.name), reverse=True):
+        try:
+            info = json.loads((version / "assets.extra" / "metadata.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if all(info.get(k) == v for k, v in match.items()):
+            return version
+    return None
+
+
 def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
     """Area resize when the image is larger than ``size`` (a true average, as the block mean of the
     pipeline for whole factors), bilinear otherwise (equal size is the identity)."""

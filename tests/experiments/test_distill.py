@@ -80,6 +80,15 @@ def test_distill_end_to_end_then_reuse(tmp_path):
     assert "teacher found" in again.stdout and "student found" in again.stdout
     assert again.stdout.count("| student | 2.5x |") == 1
 
+    # killed after the export but before the run was marked finished: the resumed run scores the
+    # student again but does not export the same weights a second time
+    (student / "result.json").unlink()
+    resumed = run(command(config), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already finished" in resumed.stdout and "student already exported" in resumed.stdout
+    assert sorted(p.name for p in (tmp_path / "saved_models" / student.name).iterdir()) == ["1"]
+    assert (student / "result.json").is_file()
+
 
 def test_killed_run_resumes_with_the_same_command(tmp_path):
     config = tiny_config(tmp_path, epochs=4)
