@@ -332,7 +332,8 @@ def _apply_verdicts(checks: list[ImageCheck], skip_corrupt: bool) -> list[int]:
         )
     keep = [i for i, c in enumerate(checks) if not c.error]
     if not keep:
-        raise DataError(f"none of the {len(checks)} image file(s) can be used")
+        raise DataError(f"none of the {len(checks)} image file(s) can be used; all are unreadable: "
+                        f"{_names([c.path for c in bad])}")
     return keep
 
 

@@ -17,8 +17,7 @@ import tensorflow as tf
 from ird_tf.attention import attention_maps
 from ird_tf.config import ConfigError, LossConfig
 from ird_tf.losses import TermInputs, cross_entropy, get_term
-from ird_tf.training.teacher import (
-    Teacher,
+from ird_tf.training.steps import (
     Wrapper,
     batch_size,
     float32_outputs,
@@ -27,6 +26,7 @@ from ird_tf.training.teacher import (
     step_logs,
     unpack,
 )
+from ird_tf.training.teacher import Teacher
 
 
 class Distiller(Wrapper):

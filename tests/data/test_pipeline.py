@@ -178,6 +178,11 @@ def test_corrupt_jpegs_raise_or_are_skipped_with_a_count(tmp_path, rgb32, caplog
         _table(paths), image_size=32, factor=2, batch_size=4, training=True, skip_corrupt=True
     )
     assert len(list(train.take(5))) == 5
+    # nothing left to train on: the error names the unreadable files even when skipping them
+    with pytest.raises(DataError, match=r"none of the 2 image file\(s\) can be used; all are unreadable: "
+                                        rf"{truncated}, {garbage}"):
+        make_dataset(_table([str(truncated), str(garbage)]), image_size=32, factor=2, batch_size=2,
+                     training=False, skip_corrupt=True)
 
 
 def test_missing_files_are_named(rgb32):
