@@ -96,6 +96,8 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
                        help="folder of unlabeled images: distil label-free (default loss: KD + feature-map "
                             "loss, weights 1 and 1, no CE)")
     g.add_argument("--fold", help="SICAPv2 / synthetic validation fold: Val1..Val4")
+    g.add_argument("--classes", metavar="A,B,...",
+                   help="class order of --folders (class index = position; default: sorted folder names)")
     g.add_argument("--teacher-mag", type=float, help="teacher magnification (x)")
     if student:
         g.add_argument("--res", type=float, help="student magnification (x): 5, 2.5, 1.25 or 0.625")
@@ -177,12 +179,21 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if value is not None:
             part = getattr(cfg, section)
             setattr(cfg, section, replace(part, **{field_name: value}))
+    if values.get("classes"):
+        names = tuple(n.strip() for n in values["classes"].split(",") if n.strip())
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ConfigError(f"argument --classes: {values['classes']!r}: expected two or more distinct "
+                              "class folder names separated by commas")
+        cfg.data = replace(cfg.data, class_names=names)
     if values.get("sicap"):
         cfg.data = replace(cfg.data, source="sicap", root=values["sicap"])
     elif values.get("folders"):
         cfg.data = replace(cfg.data, source="folders", root=values["folders"])
     elif args.preset == "paper" and not args.config and cfg.data.root is None:
         raise ConfigError("--preset paper reads SICAPv2: pass --sicap ROOT")
+    if values.get("classes") and cfg.data.source != "folders":
+        raise ConfigError(f"argument --classes: class order applies to --folders data; data.source is "
+                          f"{cfg.data.source!r} (SICAPv2's order is fixed: NC, G3, G4, G5)")
     if values.get("unlabeled"):
         cfg.data = replace(cfg.data, unlabeled=values["unlabeled"])
         if cfg.loss.ce > 0:

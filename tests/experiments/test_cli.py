@@ -83,3 +83,27 @@ def test_data_errors_and_divergence_end_the_command_with_a_message_not_a_traceba
     monkeypatch.setattr(runs, "run_student", diverges)
     assert distill.main(["--res", "2.5", "--no-export"]) == 1
     assert capsys.readouterr().err == "error: training diverged at epoch 2, step 1: loss=nan. Stopped.\n"
+
+
+def test_class_order_of_class_folders(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from ird_tf.experiments.runs import load_splits
+
+    for name in ("benign", "grade3", "grade4"):
+        (tmp_path / name).mkdir()
+        for i in range(7):
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / name / f"{name}_{i}.png")
+    _, cfg = parse("t", ["--folders", str(tmp_path), "--classes", "grade4, benign,grade3"])
+    assert cfg.data.class_names == ("grade4", "benign", "grade3")
+    splits = load_splits(cfg)
+    assert tuple(splits.class_names) == ("grade4", "benign", "grade3")
+    train = splits.train
+    assert set(train.loc[train["path"].str.contains("/grade4/"), "label"]) == {0}
+    assert tuple(load_splits(parse("t", ["--folders", str(tmp_path)])[1]).class_names) == (
+        "benign", "grade3", "grade4")  # sorted by default
+    for argv in (["--folders", str(tmp_path), "--classes", "a,a"], ["--classes", "a,b"]):
+        with pytest.raises(SystemExit) as e:
+            parse("t", argv)
+        assert e.value.code == 2 and "argument --classes" in capsys.readouterr().err
