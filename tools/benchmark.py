@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,15 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip() or "unknown"
     results = {
         "command": "python tools/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": {},
     }
+    start = time.time()
     for name in SECTIONS if args.section == "all" else (args.section,):
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"== {name} ==", flush=True)
+        t0 = time.time()
         results[name] = module.run(args)
+        results["seconds"][name] = round(time.time() - t0, 1)
+    results["seconds"]["total"] = round(time.time() - start, 1)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

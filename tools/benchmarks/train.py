@@ -134,7 +134,7 @@ def run(args) -> dict:
     plans = (
         ("cpu_preset_vgg_tiny_128px_b8", "vgg_tiny", 128, dict(warmup=2, rounds=2 if quick else 5,
                                                                 steps=3 if quick else 10)),
-        ("vgg16_128px_b8", "vgg16", 128, dict(warmup=2, rounds=2 if quick else 5, steps=1 if quick else 3)),
+        ("vgg16_128px_b8", "vgg16", 128, dict(warmup=2, rounds=2 if quick else 6, steps=1 if quick else 4)),
     )
     for key, backbone, size, plan in plans:
         print(f"  {key}: {plan}", flush=True)
