@@ -66,7 +66,9 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
              "backbone": cfg.model.backbone, "revision": get_backbone(cfg.model.backbone).revision,
              "weights": cfg.model.weights,
              "optim": replace(cfg.optim, epochs=0).__dict__, "seed": cfg.run.seed,
-             "precision": cfg.run.precision}
+             "precision": cfg.run.precision,
+             # the one loss setting a teacher trains with (absent when 0, so older digests hold)
+             **({"label_smoothing": cfg.loss.label_smoothing} if cfg.loss.label_smoothing else {})}
     name = (f"{cfg.model.backbone}_{_mag(cfg.data.teacher_mag)}_{cfg.data.fold}_s{cfg.run.seed}"
             f"_{digest(ident)}")
     return Path(cfg.run.output_dir) / "teachers" / name

@@ -93,3 +93,22 @@ def test_a_non_chief_worker_writes_only_under_workers_and_never_marks_the_run_fi
             p.name for p in own.iterdir()}
         assert read_result(run_dir) is None
     assert not (tmp_path / "saved_models").exists()
+
+
+def test_teacher_is_shared_across_student_settings_but_not_teacher_settings():
+    from dataclasses import replace
+
+    from ird_tf.experiments.runs import student_dir, teacher_dir
+
+    cfg = ExperimentConfig()
+    same = [replace(cfg, loss=replace(cfg.loss, at=0.0, kd=1.0)),
+            replace(cfg, optim=replace(cfg.optim, epochs=3)),
+            replace(cfg, data=replace(cfg.data, student_mag=1.25, mode="native"))]
+    other = [replace(cfg, loss=replace(cfg.loss, label_smoothing=0.1)),
+             replace(cfg, optim=replace(cfg.optim, learning_rate=1e-4)),
+             replace(cfg, optim=replace(cfg.optim, teacher_epochs=5)),
+             replace(cfg, run=replace(cfg.run, seed=32)),
+             replace(cfg, model=replace(cfg.model, backbone="vgg16"))]
+    assert {teacher_dir(c) for c in same} == {teacher_dir(cfg)}
+    assert len({teacher_dir(c) for c in [cfg, *other]}) == 1 + len(other)
+    assert len({student_dir(c) for c in [cfg, *same]}) == 1 + len(same)
