@@ -46,13 +46,19 @@ def select_seeds(seeds: Sequence[int], first: int | None, quick: bool, setting: 
 
 # ---------------------------------------------------------------------------------------- reporting
 def git_commit() -> str:
-    """Short commit of the working directory's checkout, or "unknown" outside git."""
+    """Short commit of the working directory's checkout (``+dirty`` when tracked files other than the
+    result files differ from it), or "unknown" outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=False)
+        out = git("rev-parse", "--short", "HEAD")
+        if out.returncode != 0 or not out.stdout.strip():
+            return "unknown"
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!experiments/results")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return out.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def fmt_time(seconds: float) -> str:

@@ -53,6 +53,18 @@ def test_git_commit_in_and_outside_a_checkout(tmp_path, monkeypatch):
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
     assert study.git_commit() == head
+    results = tmp_path / "experiments" / "results"
+    results.mkdir(parents=True)
+    (results / "t.md").write_text("a")
+    subprocess.run(["git", "add", "."], check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "r"], check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    (results / "t.md").write_text("b")  # a study rewriting its own tables: still that commit
+    (tmp_path / "untracked.txt").write_text("x")
+    assert study.git_commit() == head
+    (tmp_path / "f").write_text("changed code")
+    assert study.git_commit() == head + "+dirty"
 
 
 @dataclass
