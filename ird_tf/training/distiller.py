@@ -34,9 +34,11 @@ class Distiller(Wrapper):
 
     ``teacher_model``: a trained classifier (or a ``Teacher``); it is frozen here. ``student_model``: the
     classifier to train; ``call`` returns its outputs for ``x["lr"]`` and checkpoints save it.
-    ``labeled=False`` trains from batches of ``{"hr", "lr"}`` alone (DiPalma et al.; labels in a batch
-    are then ignored): terms that need labels are refused at construction, and ``agreement`` (student
-    vs teacher class) replaces ``accuracy`` in the training logs. Target-class maps
+    Labels are optional per batch: a batch of ``{"hr", "lr"}`` alone trains label-free (DiPalma et al.)
+    with the configured terms that need no labels (CE is left out of that step, and of its logs), and
+    logs ``agreement`` (student vs teacher class) instead of ``accuracy``. ``labeled=False`` declares
+    unlabeled data: labels in a batch are then ignored, and terms that need labels are refused at
+    construction. Target-class maps
     (``loss_cfg.at_classes="target"``) use the labels or, without labels, the teacher's predicted class.
     """
 
@@ -53,6 +55,7 @@ class Distiller(Wrapper):
         self.labeled = bool(labeled)
         self._weights_by_term = tuple(loss_cfg.weights().items())
         self._terms = tuple((name, get_term(name), w) for name, w in self._weights_by_term)
+        self._label_free_terms = tuple(t for t in self._terms if not t[1].needs_labels)
         for term_name, term, weight in self._terms:
             if term.needs_labels and not self.labeled:
                 raise ConfigError(
@@ -84,8 +87,8 @@ class Distiller(Wrapper):
 
     @property
     def metrics(self):
-        extra = [self.accuracy_tracker] + ([] if self.labeled else [self.agreement_tracker])
-        return [self.loss_tracker, *self.term_trackers.values(), *extra]
+        trackers = self.term_trackers.values()
+        return [self.loss_tracker, *trackers, self.accuracy_tracker, self.agreement_tracker]
 
     def call(self, x, training=False):
         return self.student(x["lr"] if isinstance(x, dict) else x, training=training)
@@ -138,6 +141,12 @@ class Distiller(Wrapper):
         """The tape of one training step and what it recorded: ``(tape, scaled_loss, loss, parts,
         student_outputs, teacher_outputs)``. ``train_step`` takes its gradient; tests inspect
         ``tape.watched_variables()``."""
+        terms = self._terms if labels is not None else self._label_free_terms
+        if not terms:
+            raise ValueError(
+                f"Distiller: the batch has no labels and every configured term {list(self.term_names)} "
+                "needs them; add a label-free term (loss.fm, loss.at, loss.kd, loss.fmap) or feed labels"
+            )
         teacher, t_maps, target = (None, None, labels)
         target_needs_teacher = self.needs_maps and self.loss_cfg.at_classes == "target" and labels is None
         if self.needs_teacher or target_needs_teacher:
@@ -146,27 +155,19 @@ class Distiller(Wrapper):
             student, s_maps = self.student_pass(x["lr"], target, training=True)
             inputs = TermInputs(labels=labels, student=student, teacher=teacher,
                                 student_maps=s_maps, teacher_maps=t_maps)
-            parts = {name: tf.cast(term(inputs, self.loss_cfg), tf.float32) for name, term, _ in self._terms}
-            loss = tf.add_n([w * parts[name] for name, _, w in self._terms]) + regularization(self.student)
+            parts = {name: tf.cast(term(inputs, self.loss_cfg), tf.float32) for name, term, _ in terms}
+            loss = tf.add_n([w * parts[name] for name, _, w in terms]) + regularization(self.student)
             scaled = self.optimizer.scale_loss(replica_share(loss))
         return tape, scaled, loss, parts, student, teacher
 
     # -- Keras hooks -------------------------------------------------------------------------------------
-    def _labels(self, labels, where: str):
-        if labels is None and self.labeled:
-            raise ValueError(
-                f"Distiller.{where}: the batch has no labels but the Distiller was built with labeled=True "
-                "(pass labeled=False to distil from unlabelled images)"
-            )
-        return None if labels is None else tf.cast(labels, tf.int32)
-
     def train_step(self, data):
         x, labels = unpack(data)
-        labels = self._labels(labels, "train_step") if self.labeled else None
+        labels = tf.cast(labels, tf.int32) if (self.labeled and labels is not None) else None
         tape, scaled, loss, parts, student, teacher = self.forward_losses(x, labels)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        self.optimizer.apply(grads, variables)  # Keras skips (and names) a variable no term reaches
         n = batch_size(student["logits"])
         self.loss_tracker.update_state(loss, sample_weight=n)
         for name, value in parts.items():

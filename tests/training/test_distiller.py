@@ -120,12 +120,25 @@ def test_term_needing_labels_on_unlabeled_data_is_refused(nets):
         Distiller(teacher, student, LossConfig(ce=1.0, fm=0.1, at=0.0), labeled=False)
 
 
-def test_labeled_distiller_refuses_a_batch_without_labels(nets):
-    teacher, student = nets
-    model = Distiller(teacher, student, LossConfig(ce=1.0, fm=0.0, at=0.0))
-    model.compile(optimizer=keras.optimizers.SGD(0.0))
-    with pytest.raises(ValueError, match="no labels"):
-        model.train_step(batch(4)[0])
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # FM + AT+ never reach the logits' bias
+def test_a_batch_without_labels_trains_with_the_label_free_terms(nets, student):
+    teacher, _ = nets
+    cfg = LossConfig(ce=1.0, fm=0.1, at=10.0)
+    model = Distiller(teacher, student, cfg)
+    model.compile(optimizer=keras.optimizers.SGD(1e-2))
+    x, y = batch(4)
+    _, _, loss, parts, _, _ = model.forward_losses(x)  # no labels: CE is left out of the step
+    assert set(parts) == {"fm", "at"}
+    assert float(loss) == pytest.approx(0.1 * float(parts["fm"]) + 10.0 * float(parts["at"]), rel=1e-6)
+    s0 = weights(student)
+    logs = model.train_step(x)
+    assert {"loss", "fm", "at", "agreement"} <= set(logs) and "accuracy" not in logs
+    assert not np.array_equal(s0[0], student.weights[0].numpy())
+    assert "accuracy" in model.train_step((x, y))  # the next labelled batch uses its labels again
+    ce_only = Distiller(teacher, student, LossConfig(ce=1.0, fm=0.0, at=0.0))
+    ce_only.compile(optimizer=keras.optimizers.SGD(0.0))
+    with pytest.raises(ValueError, match=r"no labels and every configured term \['ce'\] needs them"):
+        ce_only.train_step(x)
 
 
 def test_target_class_maps_use_labels_else_the_teacher_prediction(nets):
