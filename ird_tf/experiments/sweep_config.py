@@ -1,0 +1,257 @@
+"""The settings of a resolution sweep: the ``sweep:`` section of a sweep file (magnifications, seeds,
+methods and their losses, localisation and cost options), parsed and checked key by key, read from and
+written to YAML, and turned into the experiment config of each run. Kept apart from running the sweep
+so the label-free study can reuse the sweep's methods and run configs without its runner or tables.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ird_tf.config import AT_WEIGHTINGS, MODES, PAPER_SEEDS, ConfigError, ExperimentConfig, LossConfig
+from ird_tf.experiments.study import as_integer, as_list, as_number
+
+DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
+KINDS = ("distill", "alone")
+TERMS = ("ce", "fm", "at", "zk_at", "kd", "fmap")
+LOCALISED_BY_DEFAULT = ("alone", "fm", "fm_at")
+LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_TERM_LABELS = {"ce": "CE", "fm": "FM", "at": "AT+", "zk_at": "AT (Zagoruyko)", "kd": "KD", "fmap": "FMap"}
+
+
+@dataclass
+class Method:
+    """How one student is trained: ``kind`` distill (from the teacher) or alone (labels only), and its
+    loss term weights and options (see the module docstring)."""
+
+    kind: str = "distill"
+    loss: dict[str, Any] = field(default_factory=dict)
+
+    def loss_config(self, base: LossConfig) -> LossConfig:
+        """``base``'s options with this method's terms (all others off) and option changes."""
+        terms = {t: 0.0 for t in TERMS}
+        if self.kind == "alone":
+            terms["ce"] = 1.0
+        return replace(base, **{**terms, **self.loss})
+
+
+def default_methods() -> dict[str, Method]:
+    return {
+        "alone": Method("alone"),
+        "fm": Method("distill", {"ce": 1.0, "fm": 0.1}),
+        "fm_at": Method("distill", {"ce": 1.0, "fm": 0.1, "at": 10.0}),
+        "kd": Method("distill", {"ce": 1.0, "kd": 1.0}),
+    }
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    magnifications: tuple[float, ...] = DEFAULT_MAGNIFICATIONS
+    methods: dict[str, Method] = field(default_factory=default_methods)
+    seeds: tuple[int, ...] = PAPER_SEEDS
+    mode: str = "upsampled"
+    localisation: tuple[str, ...] | None = None
+    localisation_weighting: str = "gradcam"
+    cost: bool | None = None
+    cost_seconds: float = 2.0
+
+    @property
+    def localised(self) -> tuple[str, ...]:
+        """Methods whose runs get localisation scores (``None``: alone, fm, fm_at if present)."""
+        if self.localisation is None:
+            return tuple(m for m in LOCALISED_BY_DEFAULT if m in self.methods)
+        return self.localisation
+
+    @property
+    def measures_cost(self) -> bool:
+        return self.mode == "native" if self.cost is None else bool(self.cost)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "magnifications": [float(m) for m in self.magnifications],
+            "methods": {n: {"kind": m.kind, "loss": dict(m.loss)} for n, m in self.methods.items()},
+            "seeds": [int(s) for s in self.seeds], "mode": self.mode,
+            "localisation": None if self.localisation is None else list(self.localisation),
+            "localisation_weighting": self.localisation_weighting, "cost": self.cost,
+            "cost_seconds": self.cost_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SweepConfig:
+        """Parses the ``sweep:`` section; an unknown key or a value of the wrong type names the key."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"sweep: expected a mapping of sweep settings, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown sweep setting(s) {['sweep.' + k for k in unknown]}; known: {known}")
+        kw: dict[str, Any] = {}
+        if "name" in d:
+            kw["name"] = str(d["name"])
+        if "magnifications" in d:
+            mags = as_list("sweep.magnifications", d["magnifications"])
+            kw["magnifications"] = tuple(as_number(f"sweep.magnifications[{i}]", v)
+                                         for i, v in enumerate(mags))
+        if "seeds" in d:
+            kw["seeds"] = tuple(as_integer(f"sweep.seeds[{i}]", v)
+                                for i, v in enumerate(as_list("sweep.seeds", d["seeds"])))
+        if "methods" in d:
+            kw["methods"] = parse_methods(d["methods"])
+        if "mode" in d:
+            kw["mode"] = d["mode"]
+        if d.get("localisation") is not None:
+            kw["localisation"] = tuple(str(m) for m in as_list("sweep.localisation", d["localisation"]))
+        if "localisation_weighting" in d:
+            kw["localisation_weighting"] = d["localisation_weighting"]
+        if d.get("cost") is not None:
+            if not isinstance(d["cost"], bool):
+                raise ConfigError(f"sweep.cost={d['cost']!r}: expected true, false or null (= native only)")
+            kw["cost"] = d["cost"]
+        if "cost_seconds" in d:
+            kw["cost_seconds"] = as_number("sweep.cost_seconds", d["cost_seconds"])
+        return cls(**kw)
+
+    def validate(self, base: ExperimentConfig) -> SweepConfig:
+        """Checks every setting against the base experiment; errors name the ``sweep.`` key."""
+        if not NAME_RE.match(self.name):
+            raise ConfigError(f"sweep.name={self.name!r}: expected letters, digits and _ . + - (a file name)")
+        if self.mode not in MODES:
+            raise ConfigError(f"sweep.mode={self.mode!r} is not accepted; expected one of {list(MODES)}")
+        for key, values in (("magnifications", self.magnifications), ("seeds", self.seeds),
+                            ("methods", list(self.methods))):
+            if not values:
+                raise ConfigError(f"sweep.{key} is empty; expected at least one")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"sweep.{key}={list(values)} has duplicates")
+        for mag in self.magnifications:
+            try:
+                replace(base.data, student_mag=mag, mode=self.mode).validate()
+            except ConfigError as e:
+                raise ConfigError(f"sweep.magnifications: {mag:g} is not accepted: {e}") from e
+        for name, method in self.methods.items():
+            if not NAME_RE.match(name) or name == "teacher":
+                raise ConfigError(f"sweep.methods: {name!r} is not a usable method name (letters, digits, "
+                                  "_ . + -; 'teacher' is reserved)")
+            try:
+                method.loss_config(base.loss).validate()
+            except ConfigError as e:
+                raise ConfigError(f"sweep.methods.{name}: {e}") from e
+        missing = [m for m in self.localised if m not in self.methods]
+        if missing:
+            raise ConfigError(f"sweep.localisation names {missing}, which are not in sweep.methods "
+                              f"{list(self.methods)}")
+        if self.localisation_weighting not in AT_WEIGHTINGS:
+            raise ConfigError(f"sweep.localisation_weighting={self.localisation_weighting!r} is not "
+                              f"accepted; expected one of {list(AT_WEIGHTINGS)}")
+        if self.cost_seconds <= 0:
+            raise ConfigError(f"sweep.cost_seconds={self.cost_seconds!r}: expected a number > 0")
+        return self
+
+
+def parse_methods(value: Any) -> dict[str, Method]:
+    """``{name: {kind, loss}}``, or a list of built-in method names (alone, fm, fm_at, kd)."""
+    builtin = default_methods()
+    if isinstance(value, list):
+        unknown = [n for n in value if n not in builtin]
+        if unknown:
+            raise ConfigError(f"sweep.methods: {unknown} are not built-in methods {list(builtin)}; "
+                              "define them as a mapping name -> {kind, loss}")
+        return {n: builtin[n] for n in value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"sweep.methods={value!r}: expected a mapping name -> {{kind, loss}}")
+    out = {}
+    for name, spec in value.items():
+        key = f"sweep.methods.{name}"
+        spec = {} if spec is None else spec
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{key}={spec!r}: expected a mapping with 'kind' and/or 'loss'")
+        unknown = sorted(set(spec) - {"kind", "loss"})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in unknown]}; "
+                              "known: ['kind', 'loss']")
+        kind = spec.get("kind", "distill")
+        if kind not in KINDS:
+            raise ConfigError(f"{key}.kind={kind!r} is not accepted; expected one of {list(KINDS)}")
+        loss = spec.get("loss") or {}
+        if not isinstance(loss, dict):
+            raise ConfigError(f"{key}.loss={loss!r}: expected a mapping of loss settings")
+        bad = sorted(set(loss) - set(LOSS_FIELDS))
+        if bad:
+            raise ConfigError(f"unknown setting(s) {[f'{key}.loss.{k}' for k in bad]}; "
+                              f"known: {list(LOSS_FIELDS)}")
+        terms = [t for t in TERMS if t in loss and t != "ce" and loss[t]]
+        if kind == "alone" and terms:
+            raise ConfigError(f"{key}: kind 'alone' trains with cross-entropy only; it cannot use the "
+                              f"teacher terms {terms}")
+        if kind == "alone" and "ce" in loss:
+            raise ConfigError(f"{key}.loss.ce: kind 'alone' always has ce = 1")
+        out[str(name)] = Method(kind, dict(loss))
+    return out
+
+
+def load_sweep(path: str | Path) -> tuple[ExperimentConfig, SweepConfig]:
+    """(base experiment config, sweep settings) from a sweep file (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep config file {path} does not exist")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sweep config file {path} is not valid YAML: {e}") from e
+    if not isinstance(d, dict) or "sweep" not in d:
+        raise ConfigError(f"sweep config file {path}: expected the experiment sections and a 'sweep:' "
+                          "section")
+    sweep_d = d.pop("sweep")
+    try:
+        return ExperimentConfig.from_dict(d), SweepConfig.from_dict(sweep_d)
+    except ConfigError as e:
+        raise ConfigError(f"sweep config file {path}: {e}") from e
+
+
+def save_sweep(path: str | Path, base: ExperimentConfig, sweep: SweepConfig, header: str = "") -> Path:
+    """Writes a sweep file that :func:`load_sweep` reads back to equal objects."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({**base.to_dict(), "sweep": sweep.to_dict()}, sort_keys=False)
+    path.write_text(header + text)
+    return path
+
+
+def run_config(base: ExperimentConfig, sweep: SweepConfig, mag: float, method: str, seed: int
+               ) -> ExperimentConfig:
+    """The experiment config of one student run (validated)."""
+    m = sweep.methods[method]
+    return ExperimentConfig(
+        data=replace(base.data, student_mag=float(mag), mode=sweep.mode),
+        model=base.model,
+        loss=m.loss_config(base.loss),
+        optim=base.optim,
+        run=replace(base.run, seed=int(seed), name=None),
+    ).validate()
+
+
+def describe(method: Method, base: LossConfig) -> str:
+    """``CE + 0.1 FM + 10 AT+ (AT: minmax norm, l2 distance, ...)`` — for the table header."""
+    if method.kind == "alone":
+        return "student trained alone, CE only"
+    loss = method.loss_config(base)
+    parts = [(_TERM_LABELS[t] if w == 1 else f"{w:g} {_TERM_LABELS[t]}") for t, w in loss.weights().items()]
+    text = " + ".join(parts)
+    if loss.at:
+        text += (f" (AT: {loss.at_norm} norm, {loss.at_distance} distance, {loss.at_weighting} weighting, "
+                 f"{loss.at_classes} classes)")
+    if loss.kd:
+        text += f" (KD: T = {loss.kd_temperature:g})"
+    return text
+
+
+def localisation_key(sweep: SweepConfig) -> dict:
+    """The key of the localisation scores a sweep caches in, and reads from, each run directory."""
+    return {"split": "test", "classes": "true", "weighting": sweep.localisation_weighting}

@@ -1,0 +1,42 @@
+"""The runs of a resolution sweep: per seed the teacher, then every magnification x method, each with
+its experiment config and the run directory ``distill`` would use. Shared by the sweep runner, its
+tables and the attention figure, which all walk the same list of runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ird_tf.config import ExperimentConfig
+from ird_tf.experiments.runs import student_dir, teacher_dir
+from ird_tf.experiments.sweep_config import SweepConfig, run_config
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One run of the sweep: ``method`` is "teacher" or a method name; ``kind`` teacher/distill/alone."""
+
+    method: str
+    kind: str
+    mag: float
+    seed: int
+    cfg: ExperimentConfig = field(compare=False)
+    run_dir: Path = field(compare=False)
+
+    def label(self) -> str:
+        return f"{self.mag:g}x {self.method} seed {self.seed}"
+
+
+def plan(base: ExperimentConfig, sweep: SweepConfig) -> list[Planned]:
+    """Per seed: the teacher, then every magnification x method, in the order they run."""
+    out = []
+    for seed in sweep.seeds:
+        tcfg = ExperimentConfig(base.data, base.model, base.loss, base.optim,
+                                replace(base.run, seed=int(seed), name=None))
+        out.append(Planned("teacher", "teacher", float(base.data.teacher_mag), seed, tcfg, teacher_dir(tcfg)))
+        for mag in sweep.magnifications:
+            for name, method in sweep.methods.items():
+                cfg = run_config(base, sweep, mag, name, seed)
+                out.append(Planned(name, method.kind, float(mag), seed, cfg, student_dir(cfg, method.kind)))
+    return out

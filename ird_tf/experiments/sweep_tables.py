@@ -1,0 +1,147 @@
+"""The tables of a resolution sweep: one row per (magnification, method) plus the teacher, mean ± std
+over the finished seeds, with localisation and cost columns when measured, written as Markdown and CSV.
+Kept apart from the runner because the tables are rebuilt from the run directories alone, after every
+run and by tests, without training anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+from ird_tf.config import ExperimentConfig
+from ird_tf.experiments.runs import read_result
+from ird_tf.experiments.study import nan_if_none
+from ird_tf.experiments.sweep_config import SweepConfig, describe, localisation_key
+from ird_tf.experiments.sweep_plan import Planned
+
+
+def _row_runs(planned: list[Planned], method: str, mag: float) -> list[Planned]:
+    return [p for p in planned if p.method == method and p.mag == mag]
+
+
+def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
+            costs: dict[int, dict] | None) -> list[dict]:
+    """One record per table row (teacher, then magnification x method) from the run directories."""
+    from ird_tf.evaluation.attention_eval import read_localisation
+    from ird_tf.evaluation.metrics import summarize_seeds
+
+    groups = [("teacher", float(base.data.teacher_mag))]
+    groups += [(m, float(mag)) for mag in sweep.magnifications for m in sweep.methods]
+    key = localisation_key(sweep)
+    records = []
+    for method, mag in groups:
+        runs = _row_runs(planned, method, mag)
+        per_seed, dirs, seconds = [], [], 0.0
+        for p in runs:
+            result = read_result(p.run_dir)
+            if result is None:
+                continue
+            scores = dict(result.metrics.get("test", {}))
+            loc = read_localisation(p.run_dir, key)
+            if loc is not None:
+                scores.update(energy_inside=loc["energy_inside"], pointing_game=loc["pointing_game"])
+            per_seed.append(scores)
+            dirs.append(p.run_dir.name)
+            seconds += result.seconds
+        summary = summarize_seeds(per_seed) if per_seed else {}
+        kind = "teacher" if method == "teacher" else sweep.methods[method].kind
+        size = runs[0].cfg.data.image_size if kind == "teacher" else runs[0].cfg.data.student_size
+        rec = {"magnification": mag, "method": method, "kind": kind, "input_px": size,
+               "seeds_done": len(per_seed), "seeds_planned": len(runs), "summary": summary,
+               "runs": dirs, "seconds": seconds}
+        if costs is not None:
+            rec.update(costs[size])
+        records.append(rec)
+    return records
+
+
+_METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"),
+            ("energy_inside", "energy in lesion"), ("pointing_game", "pointing game"))
+
+
+def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned], results_dir: Path,
+                 out_name: str, header: dict, costs: dict[int, dict] | None) -> tuple[Path, Path]:
+    """``<results_dir>/<out_name>.md`` and ``.csv`` from the finished runs (atomically replaced)."""
+    from ird_tf.evaluation.metrics import format_table
+
+    records = collect(base, sweep, planned, costs)
+    localised = bool(sweep.localised)
+    metric_keys = _METRICS if localised else _METRICS[:2]
+    finished = sum(r["seeds_done"] for r in records)
+    elapsed = time.time() - header["start"]
+    recorded = sum(r["seconds"] for r in records)
+    d, o = base.data, base.optim
+    lines = [
+        f"# Sweep `{out_name.removeprefix('sweep_')}`: test balanced accuracy and quadratic kappa, "
+        "mean ± std over seeds",
+        "",
+        f"- Command: `{header['command']}`",
+        f"- Commit: `{header['commit']}`",
+        f"- Run time: {elapsed / 60:.1f} min in the last invocation ({header.get('trained', 0)} runs "
+        f"trained, {header.get('reused', 0)} reused); {recorded / 60:.1f} min of training recorded by the "
+        "finished runs",
+        f"- Progress: {finished}/{len(planned)} runs finished (updated {time.strftime('%Y-%m-%d %H:%M:%S')})",
+        f"- Settings: {d.source} data (fold {d.fold}), {base.model.backbone}, {d.image_size} px at "
+        f"{d.teacher_mag:g}x, student input {sweep.mode}, {o.epochs} epochs (teacher {o.teacher_epochs}), "
+        f"batch {d.batch_size}, {o.name} lr {o.learning_rate:g}, seeds {list(sweep.seeds)}",
+        "- Methods: " + "; ".join(f"`{n}` = {describe(m, base.loss)}" for n, m in sweep.methods.items()),
+    ]
+    if localised:
+        lines.append(f"- Localisation (test split, patches with a lesion): share of the true class's "
+                     f"{sweep.localisation_weighting} attention energy inside the lesion mask, and "
+                     f"pointing-game accuracy; for the teacher and {list(sweep.localised)}")
+    if costs is not None:
+        lines.append("- Cost: inference images/s (batch 32, compiled call, this machine, measured in the "
+                     "sweep process) and FLOPs per image (2 x multiply-adds of the Conv/Dense layers)")
+    if header.get("failed"):
+        lines.append("- FAILED runs: " + "; ".join(header["failed"]))
+    columns = ["magnification", "method", "seeds", *(label for _, label in metric_keys)]
+    if costs is not None:
+        columns += ["input px", "images/s", "MFLOPs/image"]
+    rows = []
+    for r in records:
+        row = {"magnification": f"{r['magnification']:g}x", "method": r["method"],
+               "seeds": f"{r['seeds_done']}/{r['seeds_planned']}", "input px": r["input_px"]}
+        for k, label in metric_keys:
+            row[label] = r["summary"].get(k)
+        if costs is not None:
+            row["images/s"] = f"{r['images_per_s']:.0f}"
+            row["MFLOPs/image"] = f"{r['mflops']:.3g}"
+        rows.append(row)
+    md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
+
+    buf = io.StringIO()
+    buf.write(f"# command: {header['command']}\n# commit: {header['commit']}\n"
+              f"# run_time_min: {elapsed / 60:.2f}\n# recorded_training_min: {recorded / 60:.2f}\n")
+    csv_cols = ["magnification", "method", "kind", "mode", "input_px", "seeds_done", "seeds_planned"]
+    for k, _ in metric_keys:
+        csv_cols += [f"{k}_mean", f"{k}_std"]
+    if costs is not None:
+        csv_cols += ["images_per_s", "mflops_per_image"]
+    csv_cols.append("runs")
+    writer = csv.DictWriter(buf, fieldnames=csv_cols, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        row = {"magnification": r["magnification"], "method": r["method"], "kind": r["kind"],
+               "mode": "upsampled" if r["kind"] == "teacher" else sweep.mode, "input_px": r["input_px"],
+               "seeds_done": r["seeds_done"], "seeds_planned": r["seeds_planned"],
+               "runs": ";".join(r["runs"])}
+        for k, _ in metric_keys:
+            s = r["summary"].get(k, {})
+            for stat in ("mean", "std"):
+                v = nan_if_none(s.get(stat))
+                row[f"{k}_{stat}"] = "" if math.isnan(v) else f"{v:.6g}"
+        if costs is not None:
+            row.update(images_per_s=f"{r['images_per_s']:.1f}", mflops_per_image=f"{r['mflops']:.4g}")
+        writer.writerow(row)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = (results_dir / f"{out_name}.md", results_dir / f"{out_name}.csv")
+    for path, text in zip(paths, (md, buf.getvalue()), strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths
