@@ -263,7 +263,7 @@ def test_terms_stop_teacher_gradients_and_report_missing_inputs():
 
 
 @pytest.mark.parametrize(("norm", "distance"), [("minmax", "l2"), ("softmax", "kl"), ("l2", "bce")])
-def test_at_term_gradient_matches_finite_differences(norm, distance):
+def test_at_term_gradient_matches_finite_differences(float64, central_difference, norm, distance):
     """The registered AT+ term as the Distiller computes it (student maps second order, teacher maps
     constant, normalisation, distance) on a smooth float64 model: the analytic gradient of every kernel
     equals central finite differences."""
@@ -272,50 +272,35 @@ def test_at_term_gradient_matches_finite_differences(norm, distance):
 
     from ird_tf.attention import attention_maps
 
-    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        keras.utils.set_random_seed(7)
-        x = keras.Input((8, 8, 3), name="image")
-        h = layers.Conv2D(4, 3, strides=2, padding="same", activation="tanh")(x)
-        f = layers.Conv2D(5, 3, padding="same", name="features")(h)
-        z = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D()(layers.Activation("tanh")(f)))
-        model = keras.Model(x, {"logits": z, "features": f})
-        rng = np.random.default_rng(2)
-        images = tf.constant(rng.random((2, 8, 8, 3)))
-        teacher_maps = tf.constant(rng.random((2, 4, 4, 3)))
-        cfg = LossConfig(at_norm=norm, at_distance=distance, at_temperature=0.5)
-        term = get_term("at")
+    keras.utils.set_random_seed(7)
+    x = keras.Input((8, 8, 3), name="image")
+    h = layers.Conv2D(4, 3, strides=2, padding="same", activation="tanh")(x)
+    f = layers.Conv2D(5, 3, padding="same", name="features")(h)
+    z = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D()(layers.Activation("tanh")(f)))
+    model = keras.Model(x, {"logits": z, "features": f})
+    rng = np.random.default_rng(2)
+    images = tf.constant(rng.random((2, 8, 8, 3)))
+    teacher_maps = tf.constant(rng.random((2, 4, 4, 3)))
+    teacher_out = {"logits": tf.zeros((2, 3), tf.float64),  # unused by AT+, but a teacher term
+                   "features": tf.zeros((2, 4, 4, 5), tf.float64)}
+    cfg = LossConfig(at_norm=norm, at_distance=distance, at_temperature=0.5)
+    term = get_term("at")
 
-        def loss_fn():
-            out, maps = attention_maps(model, images, weighting="positive", second_order=True)
-            teacher_out = {"logits": tf.zeros((2, 3), tf.float64),  # unused by AT+, but a teacher term
-                           "features": tf.zeros((2, 4, 4, 5), tf.float64)}
-            return term(TermInputs(None, out, teacher_out, maps, teacher_maps), cfg)
+    def loss_fn():
+        out, maps = attention_maps(model, images, weighting="positive", second_order=True)
+        return term(TermInputs(None, out, teacher_out, maps, teacher_maps), cfg)
 
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        assert loss.dtype == tf.float64
-        grads = tape.gradient(loss, model.trainable_variables)
-        eps, checked = 1e-6, 0
-        for v, g in zip(model.trainable_variables, grads, strict=True):
-            if len(v.shape) < 2:
-                continue  # the three kernels
-            base = v.numpy()
-            for flat in rng.choice(base.size, size=3, replace=False):
-                idx = np.unravel_index(flat, base.shape)
-                values = []
-                for sign in (1, -1):
-                    bumped = base.copy()
-                    bumped[idx] += sign * eps
-                    v.assign(bumped)
-                    values.append(float(loss_fn()))
-                v.assign(base)
-                numeric = (values[0] - values[1]) / (2 * eps)
-                np.testing.assert_allclose(g.numpy()[idx], numeric, rtol=1e-4, atol=1e-9, err_msg=v.path)
-                checked += 1
-        assert checked == 9
-    finally:
-        keras.config.set_floatx(floatx)
-        keras.config.set_dtype_policy(policy)
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    assert loss.dtype == tf.float64
+    grads = tape.gradient(loss, model.trainable_variables)
+    checked = 0
+    for v, g in zip(model.trainable_variables, grads, strict=True):
+        if len(v.shape) < 2:
+            continue  # the three kernels
+        for flat in rng.choice(int(np.prod(v.shape)), size=3, replace=False):
+            idx = np.unravel_index(flat, v.shape)
+            numeric = central_difference(v, idx, loss_fn)
+            np.testing.assert_allclose(g.numpy()[idx], numeric, rtol=1e-4, atol=1e-9, err_msg=v.path)
+            checked += 1
+    assert checked == 9
