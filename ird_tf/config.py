@@ -228,6 +228,19 @@ class RunConfig:
         _check_choice("run.strategy", self.strategy, STRATEGIES)
 
 
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
+    """The top-level mapping of a YAML settings file; errors name the file and what is wrong."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level")
+    return d
+
+
 @dataclass
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -257,14 +270,7 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-        if not isinstance(d, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        d = read_yaml_mapping(path)
         try:
             return cls.from_dict(d)
         except ConfigError as e:
@@ -333,5 +339,5 @@ PAPER_SEEDS = (22, 32, 43)
 
 __all__ = [
     "ConfigError", "SyntheticConfig", "AugmentConfig", "DataConfig", "ModelConfig", "LossConfig",
-    "OptimConfig", "RunConfig", "ExperimentConfig", "preset", "PRESETS", "PAPER_SEEDS",
+    "OptimConfig", "RunConfig", "ExperimentConfig", "preset", "PRESETS", "PAPER_SEEDS", "read_yaml_mapping",
 ]

@@ -10,10 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
-from ird_tf.experiments.study import as_integer, as_list, as_number
+from ird_tf.experiments.study import as_integer, as_list, as_number, load_study_file, save_study_file
 from ird_tf.experiments.sweep_config import LOSS_FIELDS, NAME_RE, Method, default_methods
 
 SECTION = "label_free"
@@ -146,25 +144,9 @@ class LabelFreeConfig:
 
 def load_study(path: str | Path) -> tuple[ExperimentConfig, LabelFreeConfig]:
     """(base experiment config, label-free settings) from a study file (not yet validated)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"label-free config file {path} does not exist")
-    try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"label-free config file {path} is not valid YAML: {e}") from e
-    if not isinstance(d, dict) or SECTION not in d:
-        raise ConfigError(f"label-free config file {path}: expected the experiment sections and a "
-                          f"'{SECTION}:' section")
-    section = d.pop(SECTION)
-    try:
-        return ExperimentConfig.from_dict(d), LabelFreeConfig.from_dict(section)
-    except ConfigError as e:
-        raise ConfigError(f"label-free config file {path}: {e}") from e
+    return load_study_file(path, SECTION, "label-free", LabelFreeConfig.from_dict)
 
 
 def save_study(path: str | Path, base: ExperimentConfig, study: LabelFreeConfig, header: str = "") -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump({**base.to_dict(), SECTION: study.to_dict()}, sort_keys=False))
-    return path
+    """Writes a study file that :func:`load_study` reads back to equal objects."""
+    return save_study_file(path, base, SECTION, study.to_dict(), header)

@@ -6,27 +6,22 @@ dry run and the tables, which all walk the same list of runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.experiments.label_free_config import LabelFreeConfig
 from ird_tf.experiments.label_free_sets import UnlabeledSet, budget_steps, epochs_for, unlabeled_sets
 from ird_tf.experiments.runs import student_dir, teacher_dir
-from ird_tf.experiments.sweep_config import SweepConfig, default_methods, run_config
+from ird_tf.experiments.sweep_config import SweepConfig, default_methods, run_config, teacher_config
+from ird_tf.experiments.sweep_plan import Planned as SweepRun
 
 
 @dataclass(frozen=True)
-class Planned:
-    """One run: ``group`` teacher / reference (labeled sweep student) / label_free."""
+class Planned(SweepRun):
+    """A sweep run plus its ``group`` (teacher / reference: a labeled sweep student / label_free) and,
+    for a label-free run, its unlabeled set."""
 
-    group: str
-    method: str
-    kind: str
-    mag: float
-    seed: int
-    cfg: ExperimentConfig = field(compare=False)
-    run_dir: Path = field(compare=False)
+    group: str = "label_free"
     uset: UnlabeledSet | None = None
 
     def label(self) -> str:
@@ -42,15 +37,14 @@ def plan(base: ExperimentConfig, study: LabelFreeConfig, n_train: int) -> list[P
     budget = budget_steps(base, n_train)
     out = []
     for seed in study.seeds:
-        tcfg = ExperimentConfig(base.data, base.model, base.loss, base.optim,
-                                replace(base.run, seed=int(seed), name=None))
-        out.append(Planned("teacher", "teacher", "teacher", float(base.data.teacher_mag), seed, tcfg,
-                           teacher_dir(tcfg)))
+        tcfg = teacher_config(base, seed)
+        out.append(Planned("teacher", "teacher", float(base.data.teacher_mag), seed, tcfg, teacher_dir(tcfg),
+                           group="teacher"))
         for mag in study.magnifications:
             for name, method in refs.methods.items():
                 cfg = run_config(base, refs, mag, name, seed)
-                out.append(Planned("reference", name, method.kind, float(mag), seed, cfg,
-                                   student_dir(cfg, method.kind)))
+                out.append(Planned(name, method.kind, float(mag), seed, cfg, student_dir(cfg, method.kind),
+                                   group="reference"))
             for name in study.methods:
                 for ratio in study.extra_ratios:
                     s = sets[ratio]
@@ -62,6 +56,6 @@ def plan(base: ExperimentConfig, study: LabelFreeConfig, n_train: int) -> list[P
                         optim=replace(base.optim, epochs=epochs_for(s.size, base.data.batch_size, budget)),
                         run=replace(base.run, seed=int(seed), name=None),
                     ).validate()
-                    out.append(Planned("label_free", name, "distill", float(mag), seed, cfg,
-                                       student_dir(cfg, "distill"), s))
+                    out.append(Planned(name, "distill", float(mag), seed, cfg, student_dir(cfg, "distill"),
+                                       group="label_free", uset=s))
     return out

@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ird_tf.config import ConfigError, ExperimentConfig
+import yaml
+
+from ird_tf.config import ConfigError, ExperimentConfig, read_yaml_mapping
 from ird_tf.experiments.runs import RunResult, read_result
 
 
@@ -42,6 +44,31 @@ def select_seeds(seeds: Sequence[int], first: int | None, quick: bool, setting: 
             raise ConfigError(f"--seeds {first}: expected 1..{len(seeds)} ({setting} = {list(seeds)})")
         return tuple(seeds[:first])
     return tuple(seeds[:1]) if quick else tuple(seeds)
+
+
+def load_study_file(path: str | Path, section: str, what: str, parse: Callable[[Any], Any]
+                    ) -> tuple[ExperimentConfig, Any]:
+    """(base experiment config, ``parse(section)``) from a study file: the ``ExperimentConfig`` sections
+    plus one ``<section>:`` of study settings (not yet validated). Errors name the file."""
+    path = Path(path)
+    d = read_yaml_mapping(path, f"{what} config file")
+    if section not in d:
+        raise ConfigError(f"{what} config file {path}: expected the experiment sections and a "
+                          f"'{section}:' section")
+    study = d.pop(section)
+    try:
+        return ExperimentConfig.from_dict(d), parse(study)
+    except ConfigError as e:
+        raise ConfigError(f"{what} config file {path}: {e}") from e
+
+
+def save_study_file(path: str | Path, base: ExperimentConfig, section: str, settings: dict,
+                    header: str = "") -> Path:
+    """Writes a study file that :func:`load_study_file` reads back to equal objects."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump({**base.to_dict(), section: settings}, sort_keys=False))
+    return path
 
 
 # ---------------------------------------------------------------------------------------- reporting

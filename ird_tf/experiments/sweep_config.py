@@ -11,10 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ird_tf.config import AT_WEIGHTINGS, MODES, PAPER_SEEDS, ConfigError, ExperimentConfig, LossConfig
-from ird_tf.experiments.study import as_integer, as_list, as_number
+from ird_tf.experiments.study import as_integer, as_list, as_number, load_study_file, save_study_file
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
 KINDS = ("distill", "alone")
@@ -198,30 +196,18 @@ def parse_methods(value: Any) -> dict[str, Method]:
 
 def load_sweep(path: str | Path) -> tuple[ExperimentConfig, SweepConfig]:
     """(base experiment config, sweep settings) from a sweep file (not yet validated)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config file {path} does not exist")
-    try:
-        d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep config file {path} is not valid YAML: {e}") from e
-    if not isinstance(d, dict) or "sweep" not in d:
-        raise ConfigError(f"sweep config file {path}: expected the experiment sections and a 'sweep:' "
-                          "section")
-    sweep_d = d.pop("sweep")
-    try:
-        return ExperimentConfig.from_dict(d), SweepConfig.from_dict(sweep_d)
-    except ConfigError as e:
-        raise ConfigError(f"sweep config file {path}: {e}") from e
+    return load_study_file(path, "sweep", "sweep", SweepConfig.from_dict)
 
 
 def save_sweep(path: str | Path, base: ExperimentConfig, sweep: SweepConfig, header: str = "") -> Path:
     """Writes a sweep file that :func:`load_sweep` reads back to equal objects."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({**base.to_dict(), "sweep": sweep.to_dict()}, sort_keys=False)
-    path.write_text(header + text)
-    return path
+    return save_study_file(path, base, "sweep", sweep.to_dict(), header)
+
+
+def teacher_config(base: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The experiment config of a study's teacher run for ``seed``."""
+    return ExperimentConfig(base.data, base.model, base.loss, base.optim,
+                            replace(base.run, seed=int(seed), name=None))
 
 
 def run_config(base: ExperimentConfig, sweep: SweepConfig, mag: float, method: str, seed: int

@@ -5,12 +5,12 @@ tables and the attention figure, which all walk the same list of runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.experiments.runs import student_dir, teacher_dir
-from ird_tf.experiments.sweep_config import SweepConfig, run_config
+from ird_tf.experiments.sweep_config import SweepConfig, run_config, teacher_config
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ def plan(base: ExperimentConfig, sweep: SweepConfig) -> list[Planned]:
     """Per seed: the teacher, then every magnification x method, in the order they run."""
     out = []
     for seed in sweep.seeds:
-        tcfg = ExperimentConfig(base.data, base.model, base.loss, base.optim,
-                                replace(base.run, seed=int(seed), name=None))
+        tcfg = teacher_config(base, seed)
         out.append(Planned("teacher", "teacher", float(base.data.teacher_mag), seed, tcfg, teacher_dir(tcfg)))
         for mag in sweep.magnifications:
             for name, method in sweep.methods.items():
