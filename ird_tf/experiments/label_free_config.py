@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
-from ird_tf.experiments.study import as_integer, as_list, as_number, load_study_file, save_study_file
+from ird_tf.experiments.study import (
+    as_integer,
+    as_integers,
+    as_list,
+    as_numbers,
+    load_study_file,
+    save_study_file,
+)
 from ird_tf.experiments.sweep_config import LOSS_FIELDS, NAME_RE, Method, default_methods
 
 SECTION = "label_free"
@@ -59,11 +66,9 @@ class LabelFreeConfig:
             kw["name"] = str(d["name"])
         for key in ("magnifications", "extra_ratios"):
             if key in d:
-                values = as_list(f"{SECTION}.{key}", d[key])
-                kw[key] = tuple(as_number(f"{SECTION}.{key}[{i}]", v) for i, v in enumerate(values))
+                kw[key] = as_numbers(f"{SECTION}.{key}", d[key])
         if "seeds" in d:
-            kw["seeds"] = tuple(as_integer(f"{SECTION}.seeds[{i}]", v)
-                                for i, v in enumerate(as_list(f"{SECTION}.seeds", d["seeds"])))
+            kw["seeds"] = as_integers(f"{SECTION}.seeds", d["seeds"])
         if "pool_seed" in d:
             kw["pool_seed"] = as_integer(f"{SECTION}.pool_seed", d["pool_seed"])
         if d.get("pool_dir") is not None:

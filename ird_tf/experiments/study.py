@@ -36,6 +36,16 @@ def as_integer(key: str, value: Any) -> int:
     return value
 
 
+def as_numbers(key: str, value: Any) -> tuple[float, ...]:
+    """A list of numbers; an error names the entry (``key[i]``)."""
+    return tuple(as_number(f"{key}[{i}]", v) for i, v in enumerate(as_list(key, value)))
+
+
+def as_integers(key: str, value: Any) -> tuple[int, ...]:
+    """A list of integers; an error names the entry (``key[i]``)."""
+    return tuple(as_integer(f"{key}[{i}]", v) for i, v in enumerate(as_list(key, value)))
+
+
 def select_seeds(seeds: Sequence[int], first: int | None, quick: bool, setting: str) -> tuple[int, ...]:
     """The seeds a run of a study uses: the first ``first`` (``--seeds N``), or only the first with
     ``--quick`` when ``--seeds`` is not given."""
@@ -149,6 +159,6 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
 
 
 __all__ = [
-    "as_integer", "as_list", "as_number", "execute", "fmt_time", "git_commit", "nan_if_none", "prepare_run",
-    "select_seeds",
+    "as_integer", "as_integers", "as_list", "as_number", "as_numbers", "execute", "fmt_time", "git_commit",
+    "load_study_file", "nan_if_none", "prepare_run", "save_study_file", "select_seeds",
 ]

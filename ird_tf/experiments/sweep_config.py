@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ird_tf.config import AT_WEIGHTINGS, MODES, PAPER_SEEDS, ConfigError, ExperimentConfig, LossConfig
-from ird_tf.experiments.study import as_integer, as_list, as_number, load_study_file, save_study_file
+from ird_tf.experiments.study import (
+    as_integers,
+    as_list,
+    as_number,
+    as_numbers,
+    load_study_file,
+    save_study_file,
+)
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
 KINDS = ("distill", "alone")
@@ -94,12 +101,9 @@ class SweepConfig:
         if "name" in d:
             kw["name"] = str(d["name"])
         if "magnifications" in d:
-            mags = as_list("sweep.magnifications", d["magnifications"])
-            kw["magnifications"] = tuple(as_number(f"sweep.magnifications[{i}]", v)
-                                         for i, v in enumerate(mags))
+            kw["magnifications"] = as_numbers("sweep.magnifications", d["magnifications"])
         if "seeds" in d:
-            kw["seeds"] = tuple(as_integer(f"sweep.seeds[{i}]", v)
-                                for i, v in enumerate(as_list("sweep.seeds", d["seeds"])))
+            kw["seeds"] = as_integers("sweep.seeds", d["seeds"])
         if "methods" in d:
             kw["methods"] = parse_methods(d["methods"])
         if "mode" in d:

@@ -24,6 +24,12 @@ def test_value_checks_name_the_setting_and_reject_booleans():
         study.as_number("s.y", True)
     with pytest.raises(ConfigError, match=r"s\.z=2\.5: expected an integer"):
         study.as_integer("s.z", 2.5)
+    assert study.as_numbers("s.m", [5, 2.5]) == (5.0, 2.5)
+    assert study.as_integers("s.seeds", [22, 32]) == (22, 32)
+    with pytest.raises(ConfigError, match=r"s\.seeds\[1\]='x': expected an integer"):
+        study.as_integers("s.seeds", [22, "x"])
+    with pytest.raises(ConfigError, match=r"s\.m=3: expected a list"):
+        study.as_numbers("s.m", 3)
 
 
 def test_select_seeds():
