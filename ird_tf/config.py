@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ird_tf.errors import ConfigError
+
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
@@ -24,10 +26,6 @@ AT_WEIGHTINGS = ("positive", "gradcam", "gradcam_pp")
 AT_CLASSES = ("all", "target")
 FMAP_RESIZES = ("maxpool", "bicubic", "mean")
 MAP_RESIZES = ("area", "bilinear", "maxpool")  # teacher maps/features to a native student's grid
-
-
-class ConfigError(ValueError):
-    """A setting has a value outside what it accepts; the message names the setting."""
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

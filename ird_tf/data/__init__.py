@@ -1,6 +1,6 @@
 """Data layer: readers, the synthetic H&E benchmark, augmentation and the multi-resolution tf.data
 pipeline. Knows nothing of models."""
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 
 __all__ = ["DataError"]

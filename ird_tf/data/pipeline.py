@@ -35,7 +35,8 @@ from PIL import Image
 
 from ird_tf.config import MODES, AugmentConfig, ConfigError
 from ird_tf.data.augment import geometric, photometric, random_uniforms
-from ird_tf.data.errors import DataError
+from ird_tf.data.view import InputView
+from ird_tf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def make_dataset(
     ``jit``: compile the training augmentation with XLA (several times faster on CPU).
     """
     _check_settings(image_size, factor, mode, batch_size)
+    view = InputView("lr", image_size, factor, mode)
     table = _check_table(table, labeled, num_classes)
     paths = [str(p) for p in table["path"]]
     checks = check_images(paths, workers=check_workers, cache_dir=cache_dir)
@@ -141,7 +143,7 @@ def make_dataset(
 
         def eval_batch(img, y):
             hr = tf.cast(img, tf.float32) / 255.0
-            views = {"hr": hr, "lr": _low_res(hr, factor, mode, image_size)}
+            views = {"hr": hr, "lr": view.from_high(hr)}
             return (views, y) if labeled else views
 
         ds = ds.map(eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
@@ -172,21 +174,13 @@ def make_dataset(
 
     def train_batch(img, y, u):
         hr = augmenter(img, u)
-        views = {"hr": hr, "lr": _low_res(hr, factor, mode, image_size)}
+        views = {"hr": hr, "lr": view.from_high(hr)}
         return (views, y) if labeled else views
 
     ds = ds.enumerate().map(with_uniforms, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(train_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _low_res(hr: tf.Tensor, factor: int, mode: str, size: int) -> tf.Tensor:
-    """The low-resolution view of hr float32[B,S,S,3]: block mean, then bilinear back up if "upsampled"."""
-    if factor == 1:
-        return hr
-    lr = tf.nn.avg_pool2d(hr, ksize=factor, strides=factor, padding="VALID")
-    return tf.image.resize(lr, [size, size], method="bilinear") if mode == "upsampled" else lr
 
 
 @functools.lru_cache(maxsize=16)

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ird_tf.config import ConfigError
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import pandas as pd
 import tensorflow as tf
 
 from ird_tf.attention import attention_maps
-from ird_tf.data.errors import DataError
 from ird_tf.data.pipeline import make_dataset
+from ird_tf.errors import DataError
 from ird_tf.evaluation.localisation import load_masks, localisation_scores
 
 LOCALISATION_FILE = "localisation.json"

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.evaluation.localisation import upsample_map
 
 CORRECT_COLOUR = "#1a9641"  # green: the model's top class is the true class

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 
 LESION_VALUES = (3, 4, 5)
 MASK_VALUES = (0, 3, 4, 5, 255)

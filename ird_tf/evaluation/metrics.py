@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 
 SCALARS = ("balanced_accuracy", "kappa", "macro_f1", "accuracy")
 

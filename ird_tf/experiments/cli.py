@@ -219,8 +219,7 @@ def with_option(message: str, values: dict) -> str:
 def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     """Runs a command's body; a data error or a diverged run ends it with a one-line message naming the
     file or the run (exit status 1) instead of a traceback. Trained work stays in the run directory."""
-    from ird_tf.data.errors import DataError
-    from ird_tf.training.callbacks import TrainingDiverged
+    from ird_tf.errors import DataError, TrainingDiverged
 
     try:
         return main_body(args, cfg)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ird_tf.config import ConfigError, ExperimentConfig
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.experiments.label_free_config import SECTION, LabelFreeConfig
 from ird_tf.experiments.runs import digest
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ird_tf.config import AT_DISTANCES, AT_NORMS
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "balanced_accuracy_std",
             "kappa_mean", "kappa_std")

@@ -135,8 +135,8 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
             ) -> tuple[RunResult | None, bool, str | None]:
     """Trains, resumes or reuses one planned run: ``(result, reused, failure)``. A diverged run is
     reported as ``failure`` (the study goes on without it); any other error stops the study."""
+    from ird_tf.errors import TrainingDiverged
     from ird_tf.experiments.runs import run_student, run_teacher
-    from ird_tf.training.callbacks import TrainingDiverged
 
     found = read_result(p.run_dir) is not None
     status = "reused" if found else "resuming" if (p.run_dir / "backup").is_dir() else "training"

@@ -14,13 +14,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from ird_tf.config import ConfigError
+from ird_tf.errors import ConfigError, WeightsError
 from ird_tf.models.backbones import Backbone, build_backbone, get_backbone
-
-
-class WeightsError(ConfigError):
-    """Initial weights (``model.weights`` / ``--weights``) cannot be loaded; the message names the
-    file or the source and what was expected."""
 
 
 def build_classifier(

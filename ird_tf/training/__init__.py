@@ -12,7 +12,7 @@ Typical use (the command line does this)::
     history = fit(model, train_ds, val_ds, run_dir=..., epochs=..., steps_per_epoch=..., num_classes=4)
 """
 
-from ird_tf.training.callbacks import TrainingDiverged
+from ird_tf.errors import TrainingDiverged
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.loop import fit, make_optimizer
 from ird_tf.training.teacher import Teacher

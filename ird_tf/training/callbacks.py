@@ -23,10 +23,7 @@ import tensorflow as tf
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
 from ird_tf.attention import normalize_maps
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the run stopped and kept its last good checkpoints."""
+from ird_tf.errors import TrainingDiverged
 
 
 def classifier_of(model: keras.Model) -> keras.Model:
@@ -347,7 +344,7 @@ class AttentionImages(keras.callbacks.Callback):
 
 
 __all__ = [
-    "TrainingDiverged", "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
+    "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
     "restore_backup", "read_backup", "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
     "AttentionImages", "attention_panels", "overlay", "predict_logits", "validation_scores", "classifier_of",
 ]

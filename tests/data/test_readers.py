@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from ird_tf.config import ConfigError
-from ird_tf.data.errors import DataError
 from ird_tf.data.readers import (
     SICAP_CLASSES,
     Splits,
@@ -20,6 +19,7 @@ from ird_tf.data.readers import (
     read_sicap,
     read_unlabeled,
 )
+from ird_tf.errors import DataError
 
 COLUMNS = ["path", "label", "class_name", "slide", "mask"]
 

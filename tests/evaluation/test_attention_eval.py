@@ -15,7 +15,7 @@ from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.evaluation.attention_eval import (
     cached_localisation,
     count_macs,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.evaluation.figures import (
     CORRECT_COLOUR,
     WRONG_COLOUR,

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.evaluation import localisation
 from ird_tf.evaluation.localisation import (
     energy_inside,

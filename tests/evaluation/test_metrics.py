@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from sklearn import metrics as skm
 
-from ird_tf.data.errors import DataError
+from ird_tf.errors import DataError
 from ird_tf.evaluation.metrics import (
     classification_metrics,
     format_table,

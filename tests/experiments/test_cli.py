@@ -67,8 +67,8 @@ def test_print_config(capsys):
 
 def test_data_errors_and_divergence_end_the_command_with_a_message_not_a_traceback(tmp_path, capsys,
                                                                                    monkeypatch):
+    from ird_tf.errors import TrainingDiverged
     from ird_tf.experiments import distill, runs, train_teacher
-    from ird_tf.training.callbacks import TrainingDiverged
 
     # an empty SICAPv2 root: the reader's error names the expected folder
     assert train_teacher.main(["--sicap", str(tmp_path)]) == 1

@@ -18,8 +18,8 @@ import yaml
 from PIL import Image
 
 from ird_tf.config import ConfigError, ExperimentConfig, SyntheticConfig
-from ird_tf.data.errors import DataError
 from ird_tf.data.readers import read_unlabeled, slide_id
+from ird_tf.errors import DataError
 from ird_tf.experiments import label_free, sweep
 from ird_tf.experiments.label_free import LabelFreeConfig, load_study, save_study
 from ird_tf.experiments.runs import RunResult, load_splits, write_result

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ird_tf.config import ConfigError, ExperimentConfig
+from ird_tf.errors import TrainingDiverged
 from ird_tf.experiments import runs, study
 from ird_tf.experiments.runs import RunResult, write_result
-from ird_tf.training.callbacks import TrainingDiverged
 
 
 def test_value_checks_name_the_setting_and_reject_booleans():
