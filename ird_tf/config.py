@@ -18,6 +18,8 @@ MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
 BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2")
+# raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
+BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 AT_NORMS = ("minmax", "softmax", "l2", "none")
@@ -220,6 +222,13 @@ class RunConfig:
     jit: bool = False
     tensorboard_images: int = 4
     verbose: int = 2
+
+    @property
+    def augment_jit(self) -> bool:
+        """Whether the training augmentation (warp and colour, ``ird_tf.data.pipeline``) is XLA-compiled:
+        in float32 runs only, where it is several times faster on CPU; mixed-precision runs keep it out
+        of XLA. Independent of ``jit``, which compiles the train step. The one place this rule lives."""
+        return self.precision == "float32"
 
     def validate(self) -> None:
         _check_choice("run.precision", self.precision, PRECISIONS)

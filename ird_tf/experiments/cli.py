@@ -28,6 +28,8 @@ from ird_tf.config import (
     ExperimentConfig,
     preset,
 )
+from ird_tf.errors import DataError, TrainingDiverged
+from ird_tf.progress import say
 
 # option dest -> (config section, field)
 _FIELDS: dict[str, tuple[str, str]] = {
@@ -219,13 +221,22 @@ def with_option(message: str, values: dict) -> str:
 def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     """Runs a command's body; a data error or a diverged run ends it with a one-line message naming the
     file or the run (exit status 1) instead of a traceback. Trained work stays in the run directory."""
-    from ird_tf.errors import DataError, TrainingDiverged
-
     try:
         return main_body(args, cfg)
     except (DataError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
+
+
+def start(cfg: ExperimentConfig):
+    """(strategy, splits): the runtime set up and the labelled splits loaded, said in one line."""
+    from ird_tf.runs import load_splits, setup_runtime
+
+    strategy = setup_runtime(cfg)
+    splits = load_splits(cfg)
+    say(f"data: {cfg.data.source}, fold {cfg.data.fold}: {len(splits.train)} train / {len(splits.val)} val"
+        f" / {len(splits.test)} test patches, classes {list(splits.class_names)}")
+    return strategy, splits
 
 
 def parse(description: str, argv: Sequence[str] | None, *, student: bool = True

@@ -15,8 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ird_tf.experiments.cli import parse, run_command
-from ird_tf.experiments.runs import log, summary_table
+from ird_tf.experiments.cli import parse, run_command, start
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,12 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _distill(args, cfg) -> int:
-    from ird_tf.experiments.runs import load_splits, run_student, setup_runtime
+    from ird_tf.runs import run_student, summary_table
 
-    strategy = setup_runtime(cfg)
-    splits = load_splits(cfg)
-    log(f"data: {cfg.data.source}, fold {cfg.data.fold}: {len(splits.train)} train / {len(splits.val)} val"
-        f" / {len(splits.test)} test patches, classes {list(splits.class_names)}")
+    strategy, splits = start(cfg)
     export_base = None if args.no_export else Path("saved_models")
     student, teacher = run_student(cfg, splits, strategy, export_base=export_base)
     print(summary_table(cfg, teacher, student), flush=True)

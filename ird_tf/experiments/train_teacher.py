@@ -8,8 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ird_tf.experiments.cli import parse, run_command
-from ird_tf.experiments.runs import log, summary_table
+from ird_tf.experiments.cli import parse, run_command, start
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,12 +17,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train_teacher(_args, cfg) -> int:
-    from ird_tf.experiments.runs import load_splits, run_teacher, setup_runtime
+    from ird_tf.runs import run_teacher, summary_table
 
-    strategy = setup_runtime(cfg)
-    splits = load_splits(cfg)
-    log(f"data: {cfg.data.source}, fold {cfg.data.fold}: {len(splits.train)} train / {len(splits.val)} val"
-        f" / {len(splits.test)} test patches")
+    strategy, splits = start(cfg)
     teacher = run_teacher(cfg, splits, strategy)
     print(summary_table(cfg, teacher, None), flush=True)
     return 0

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from ird_tf.config import ConfigError
+from ird_tf.config import BACKBONE_REVISIONS
+from ird_tf.errors import ConfigError
 
 # Keras' caffe-style ImageNet mean, in BGR order (``keras.applications.imagenet_utils``).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -76,7 +77,12 @@ class Backbone:
     build: Callable[[Tensor], Tensor]
     head: Callable[[Tensor], Tensor]
     reference: Callable[[str], keras.Model] | None
-    revision: int = 1  # raised when the graph changes, so run directories of older graphs are not reused
+
+    @property
+    def revision(self) -> int:
+        """Raised when the graph changes, so run directories of older graphs are not reused (kept in
+        the TF-free config, where run bookkeeping reads it)."""
+        return BACKBONE_REVISIONS[self.name]
 
 
 def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False) -> Tensor:
@@ -136,7 +142,7 @@ def _reference(constructor: Callable[..., keras.Model], input_shape=(None, None,
 _REGISTRY: dict[str, Backbone] = {
     "vgg_tiny": Backbone(
         "vgg_tiny", "tf", lambda x: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True),
-        _vgg_head(VGG_TINY_STAGES), None, revision=2,
+        _vgg_head(VGG_TINY_STAGES), None,
     ),
     "vgg16": Backbone(
         "vgg16", "caffe", lambda x: _vgg_stack(x, VGG16_STAGES), _vgg_head(VGG16_STAGES),

@@ -15,18 +15,11 @@ from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
+from ird_tf.data.view import InputView
 from ird_tf.errors import DataError
-from ird_tf.evaluation.attention_eval import (
-    cached_localisation,
-    count_macs,
-    flops_per_image,
-    images_per_second,
-    localisation_on_split,
-    read_localisation,
-)
+from ird_tf.evaluation.attention_eval import cached_localisation, localisation_on_split, read_localisation
 from ird_tf.evaluation.localisation import load_masks, localisation_scores
 from ird_tf.models import build_classifier, logits_model
-from ird_tf.models.backbones import VGG_TINY_STAGES
 
 
 def tiny_split(tmp_path, n=10, size=32):
@@ -62,9 +55,8 @@ def test_localisation_matches_tf_keras_vis(tmp_path, factor, mode):
     table = tiny_split(tmp_path)
     size = 32 // factor if mode == "native" else 32
     model = build_classifier("vgg_tiny", 4, (size, size, 3))
-    key = "hr" if factor == 1 else "lr"
-    scores = localisation_on_split(model, table, image_size=32, factor=factor, mode=mode, input_key=key,
-                                   weighting="gradcam", batch_size=4)
+    view = InputView("hr" if factor == 1 else "lr", 32, factor, mode)
+    scores = localisation_on_split(model, table, view, weighting="gradcam", batch_size=4)
 
     kept = table[table["mask"].notna()]
     images = np.stack([np.asarray(Image.open(p), np.float32) / 255.0 for p in kept["path"]])
@@ -81,7 +73,7 @@ def test_localisation_matches_tf_keras_vis(tmp_path, factor, mode):
 def test_localisation_needs_masks(tmp_path):
     table = tiny_split(tmp_path, n=3).assign(mask=None)
     with pytest.raises(DataError, match="mask"):
-        localisation_on_split(build_classifier("vgg_tiny", 4, (32, 32, 3)), table, image_size=32)
+        localisation_on_split(build_classifier("vgg_tiny", 4, (32, 32, 3)), table, InputView("hr", 32))
 
 
 def test_cached_localisation_computes_once_per_key(tmp_path):
@@ -102,55 +94,3 @@ def test_cached_localisation_computes_once_per_key(tmp_path):
     assert read_localisation(tmp_path, {**key, "weighting": "positive"}) is None
     _, cached = cached_localisation(tmp_path, compute, key={**key, "weighting": "positive"})
     assert not cached and len(calls) == 2
-
-
-def test_count_macs_by_hand():
-    x = keras.Input((8, 8, 3))
-    y = keras.layers.Conv2D(4, 3, padding="same", name="c1")(x)  # 8x8x4, kernel 3x3x3
-    y = keras.layers.Conv2D(6, 3, strides=2, groups=2, name="c2")(y)  # valid: 3x3x6, 2 in-ch per group
-    y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(y)  # 3x3x12
-    y = keras.layers.SeparableConv2D(5, 1, name="sep")(y)  # 3x3: depthwise 12, pointwise 12 -> 5
-    y = keras.layers.GlobalAveragePooling2D()(y)
-    y = keras.layers.Dense(7, name="fc")(y)
-    model = keras.Model(x, y)
-    expected = {
-        "c1": 8 * 8 * 4 * 3 * 3 * 3,
-        "c2": 3 * 3 * 6 * 3 * 3 * 2,
-        "dw": 3 * 3 * 12 * 3 * 3,
-        "sep": 3 * 3 * (12 * 1 * 1 + 12 * 5),
-        "fc": 5 * 7,
-    }
-    assert count_macs(model) == expected
-    assert flops_per_image(model) == 2 * sum(expected.values())
-
-
-def test_vgg_tiny_flops_by_hand_and_by_tf_profiler():
-    """Hand count of VGG-tiny (3x3 'same' convs, a 2x2 pool between stages) at 128 px, any input size."""
-    size, macs, c_in = 128, 0, 3
-    for s, (width, convs) in enumerate(VGG_TINY_STAGES):
-        side = size // 2**s
-        for _ in range(convs):
-            macs += side * side * width * 9 * c_in
-            c_in = width
-    macs += c_in * 4  # Dense head
-    variable = build_classifier("vgg_tiny", 4, (None, None, 3))
-    fixed = build_classifier("vgg_tiny", 4, (size, size, 3))
-    assert flops_per_image(variable, size) == flops_per_image(fixed) == 2 * macs
-    with pytest.raises(ValueError, match="input_size"):
-        flops_per_image(variable)
-
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    fn = tf.function(lambda t: fixed(t, training=False)["logits"])
-    concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3]))
-    graph = convert_variables_to_constants_v2(concrete).graph
-    options = {**tf.compat.v1.profiler.ProfileOptionBuilder.float_operation(), "output": "none"}
-    profiled = tf.compat.v1.profiler.profile(graph=graph, cmd="op", options=options).total_float_ops
-    # the profiler also counts bias adds, ReLUs, pools and the input scaling: a little more, never less
-    assert 2 * macs <= profiled <= 1.02 * 2 * macs
-
-
-def test_images_per_second_is_a_rate():
-    model = build_classifier("vgg_tiny", 4, (16, 16, 3))
-    rate = images_per_second(model, 16, batch_size=8, min_seconds=0.05, min_batches=3)
-    assert np.isfinite(rate) and rate > 0

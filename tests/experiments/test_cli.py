@@ -67,8 +67,9 @@ def test_print_config(capsys):
 
 def test_data_errors_and_divergence_end_the_command_with_a_message_not_a_traceback(tmp_path, capsys,
                                                                                    monkeypatch):
+    from ird_tf import runs
     from ird_tf.errors import TrainingDiverged
-    from ird_tf.experiments import distill, runs, train_teacher
+    from ird_tf.experiments import distill, train_teacher
 
     # an empty SICAPv2 root: the reader's error names the expected folder
     assert train_teacher.main(["--sicap", str(tmp_path)]) == 1
@@ -89,7 +90,7 @@ def test_class_order_of_class_folders(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from ird_tf.experiments.runs import load_splits
+    from ird_tf.runs import load_splits
 
     for name in ("benign", "grade3", "grade4"):
         (tmp_path / name).mkdir()

@@ -49,6 +49,7 @@ from ird_tf.data.synthetic.dataset import (
     JPEG_QUALITY,
     TEST_FRACTION,
     config_hash,
+    dataset_root,
     ensure_dataset,
     generate,
     generate_unlabeled,
@@ -65,6 +66,6 @@ from ird_tf.data.synthetic.stain import RUIFROK_HE, SlideStyle, random_style
 __all__ = [
     "CLASSES", "MASK_VALUES", "GENERATOR_REVISION", "RUIFROK_HE", "SlideStyle", "random_style", "slide_style",
     "patch_rng", "render_patch", "block_mean", "config_hash", "image_name", "slide_labels", "patient_split",
-    "generate", "is_complete", "ensure_dataset", "generate_unlabeled", "preview", "main",
+    "generate", "is_complete", "dataset_root", "ensure_dataset", "generate_unlabeled", "preview", "main",
     "JPEG_QUALITY", "TEST_FRACTION",
 ]

@@ -52,6 +52,12 @@ def config_hash(cfg: SyntheticConfig) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def dataset_root(cache_dir: str | Path, cfg: SyntheticConfig) -> Path:
+    """Where the dataset of ``cfg`` lives: its name carries the version, the settings and the drawing
+    revision, so it also identifies the data (run identities are keyed on it)."""
+    return Path(cache_dir) / f"synthetic_{cfg.version}_{config_hash(cfg)}"
+
+
 def image_name(patient: int, slide: int, index: int) -> str:
     """``P003-S01_0007``: the slide id (``P003-S01``) is the prefix before the first "_", as in SICAPv2."""
     return f"P{patient:03d}-S{slide:02d}_{index:04d}"
@@ -195,7 +201,7 @@ def ensure_dataset(cache_dir: str | Path, cfg: SyntheticConfig, *, workers: int 
     """The dataset for ``cfg`` under ``<cache_dir>/synthetic_<version>_<hash>``: reused when complete
     and made from the same settings, else generated (in a temporary folder, then renamed into place)."""
     check_config(cfg)
-    root = Path(cache_dir) / f"synthetic_{cfg.version}_{config_hash(cfg)}"
+    root = dataset_root(cache_dir, cfg)
     if is_complete(root, cfg):
         print(f"synthetic: reusing {root}", flush=True)
         return root

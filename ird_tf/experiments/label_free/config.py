@@ -19,7 +19,7 @@ from ird_tf.experiments.study import (
     load_study_file,
     save_study_file,
 )
-from ird_tf.experiments.sweep_config import LOSS_FIELDS, NAME_RE, Method, default_methods
+from ird_tf.experiments.sweep.config import LOSS_FIELDS, NAME_RE, Method, default_methods
 
 SECTION = "label_free"
 

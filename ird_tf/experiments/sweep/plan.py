@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.runs import student_dir, teacher_dir
-from ird_tf.experiments.sweep_config import SweepConfig, run_config, teacher_config
+from ird_tf.experiments.sweep.config import SweepConfig, run_config, teacher_config
+from ird_tf.runs import student_dir, teacher_dir
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from ird_tf.data.readers import read_unlabeled, slide_id
 from ird_tf.errors import DataError
 from ird_tf.experiments import label_free, sweep
 from ird_tf.experiments.label_free import LabelFreeConfig, load_study, save_study
-from ird_tf.experiments.runs import RunResult, load_splits, write_result
+from ird_tf.runs import RunResult, load_splits, write_result
 
-CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "experiments" / "configs"
 
 
 def tiny_base(tmp_path: Path) -> ExperimentConfig:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.runs import read_result
 from ird_tf.experiments.study import nan_if_none
-from ird_tf.experiments.sweep_config import SweepConfig, describe, localisation_key
-from ird_tf.experiments.sweep_plan import Planned
+from ird_tf.experiments.sweep.config import SweepConfig, describe, localisation_key
+from ird_tf.experiments.sweep.plan import Planned
+from ird_tf.runs import read_result
 
 
 def _row_runs(planned: list[Planned], method: str, mag: float) -> list[Planned]:

@@ -12,9 +12,9 @@ from PIL import Image
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.data import DataError
-from ird_tf.experiments import plot_ablation
-from ird_tf.experiments.runs import RunResult, write_result
 from ird_tf.experiments.sweep import Method, SweepConfig, plan, write_tables
+from ird_tf.experiments.sweep import ablation_plot as plot_ablation
+from ird_tf.runs import RunResult, write_result
 
 COMBOS = [("minmax", "l2"), ("minmax", "kl"), ("softmax", "l2"), ("softmax", "kl"), ("none", "bce")]
 

@@ -19,7 +19,7 @@ from ird_tf.config import ConfigError, ExperimentConfig, LossConfig, SyntheticCo
 from ird_tf.experiments import figure_attention, sweep
 from ird_tf.experiments.sweep import Method, SweepConfig, default_methods, load_sweep, plan, save_sweep
 
-CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "experiments" / "configs"
 
 
 def tiny_base(tmp_path: Path) -> ExperimentConfig:
@@ -109,7 +109,7 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
         figure_attention.main(["--config", str(config), "--res", "2.5", "--preset", "paper", "--sicap",
                                str(tmp_path)])
     assert exit_info.value.code == 2
-    assert re.search(r"2\.5x alone seed 22 run has not finished \(runs/students/vgg16_2\.5x_",
+    assert re.search(r"2\.5x alone seed 22 run has not finished \(runs/students/2\.5x_[a-z]+_alone_s22_vgg16_",
                      capsys.readouterr().err)
 
 

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.label_free_config import LabelFreeConfig
-from ird_tf.experiments.label_free_plan import Planned
-from ird_tf.experiments.label_free_sets import budget_steps
-from ird_tf.experiments.runs import read_result
-from ird_tf.experiments.sweep_config import default_methods, describe
+from ird_tf.experiments.label_free.config import LabelFreeConfig
+from ird_tf.experiments.label_free.plan import Planned
+from ird_tf.experiments.label_free.sets import budget_steps
+from ird_tf.experiments.sweep.config import default_methods, describe
+from ird_tf.runs import read_result
 
 METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"))
 

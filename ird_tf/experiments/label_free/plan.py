@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.label_free_config import LabelFreeConfig
-from ird_tf.experiments.label_free_sets import UnlabeledSet, budget_steps, epochs_for, unlabeled_sets
-from ird_tf.experiments.runs import student_dir, teacher_dir
-from ird_tf.experiments.sweep_config import SweepConfig, default_methods, run_config, teacher_config
-from ird_tf.experiments.sweep_plan import Planned as SweepRun
+from ird_tf.experiments.label_free.config import LabelFreeConfig
+from ird_tf.experiments.label_free.sets import UnlabeledSet, budget_steps, epochs_for, unlabeled_sets
+from ird_tf.experiments.sweep.config import SweepConfig, default_methods, run_config, teacher_config
+from ird_tf.experiments.sweep.plan import Planned as SweepRun
+from ird_tf.runs import student_dir, teacher_dir
 
 
 @dataclass(frozen=True)

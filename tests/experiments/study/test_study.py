@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ird_tf import runs
 from ird_tf.config import ConfigError, ExperimentConfig
 from ird_tf.errors import TrainingDiverged
-from ird_tf.experiments import runs, study
-from ird_tf.experiments.runs import RunResult, write_result
+from ird_tf.experiments import study
+from ird_tf.runs import RunResult, write_result
 
 
 def test_value_checks_name_the_setting_and_reject_booleans():

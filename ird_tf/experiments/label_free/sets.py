@@ -11,13 +11,13 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ird_tf.config import ConfigError, ExperimentConfig
 from ird_tf.errors import DataError
-from ird_tf.experiments.label_free_config import SECTION, LabelFreeConfig
-from ird_tf.experiments.runs import digest
+from ird_tf.experiments.label_free.config import SECTION, LabelFreeConfig
+from ird_tf.runs import data_identity, digest
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,8 @@ def epochs_for(n_images: int, batch_size: int, budget: int) -> int:
 
 
 def _set_identity(base: ExperimentConfig, study: LabelFreeConfig) -> dict:
-    from ird_tf.data.synthetic import GENERATOR_REVISION
-
-    d = base.data
-    synthetic = {**asdict(d.synthetic), "revision": GENERATOR_REVISION} if d.source == "synthetic" else None
-    return {"source": d.source, "root": str(Path(d.root).resolve()) if d.root else None, "fold": d.fold,
-            "classes": d.class_names, "synthetic": synthetic, "pool_seed": study.pool_seed,
+    """The labelled data (the runs' own identity of it) and the extra pool."""
+    return {**data_identity(base.data), "pool_seed": study.pool_seed,
             **({"pool_dir": str(Path(study.pool_dir).resolve())} if study.pool_dir else {})}
 
 

@@ -1,0 +1,74 @@
+"""What every study table states: the command, the commit, the run time, the progress; mean ± std
+cells; outputs written atomically."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from ird_tf.files import write_text
+
+
+def git_commit() -> str:
+    """Short commit of the working directory's checkout (``+dirty`` when tracked files other than the
+    result files differ from it), or "unknown" outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+
+    try:
+        out = git("rev-parse", "--short", "HEAD")
+        if out.returncode != 0 or not out.stdout.strip():
+            return "unknown"
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!experiments/results")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def nan_if_none(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def stat_cell(summary: dict | None, stat: str) -> str:
+    """One ``mean``/``std`` cell of a CSV: 6 significant digits, empty when undefined."""
+    v = nan_if_none((summary or {}).get(stat))
+    return "" if math.isnan(v) else f"{v:.6g}"
+
+
+def common_lines(header: dict, *, finished: int, planned: int, recorded_seconds: float) -> list[str]:
+    """The lines every study table starts with: command, commit, run time, progress."""
+    elapsed = time.time() - header["start"]
+    return [
+        f"- Command: `{header['command']}`",
+        f"- Commit: `{header['commit']}`",
+        f"- Run time: {elapsed / 60:.1f} min in the last invocation ({header.get('trained', 0)} runs "
+        f"trained, {header.get('reused', 0)} reused); {recorded_seconds / 60:.1f} min of training recorded "
+        "by the finished runs",
+        f"- Progress: {finished}/{planned} runs finished (updated {time.strftime('%Y-%m-%d %H:%M:%S')})",
+    ]
+
+
+def csv_preamble(header: dict, *, recorded_seconds: float, **extra: Any) -> str:
+    """The ``# key: value`` lines a study CSV starts with: command, commit, run and training time."""
+    elapsed = time.time() - header["start"]
+    lines = [f"# command: {header['command']}", f"# commit: {header['commit']}",
+             f"# run_time_min: {elapsed / 60:.2f}", f"# recorded_training_min: {recorded_seconds / 60:.2f}"]
+    lines += [f"# {k}: {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results_dir: Path, out_name: str, texts: dict[str, str]) -> list[Path]:
+    """``<results_dir>/<out_name><ext>`` for each ``ext -> text``, each replaced atomically."""
+    return [write_text(results_dir / f"{out_name}{ext}", text) for ext, text in texts.items()]
+
+
+__all__ = ["common_lines", "csv_preamble", "fmt_time", "git_commit", "nan_if_none", "stat_cell",
+           "write_outputs"]

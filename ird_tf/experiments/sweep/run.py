@@ -1,0 +1,90 @@
+"""Running a sweep: every planned run trained or reused, localisation scores and costs measured, the
+tables rewritten after each run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ird_tf.config import ExperimentConfig
+from ird_tf.data.view import InputView
+from ird_tf.experiments import study
+from ird_tf.experiments.sweep.config import SweepConfig, localisation_key
+from ird_tf.experiments.sweep.plan import Planned, plan
+from ird_tf.experiments.sweep.tables import write_tables
+from ird_tf.progress import say as _say
+
+
+def say(msg: str) -> None:
+    _say(msg, "sweep")
+
+
+def localise(p: Planned, splits, sweep: SweepConfig) -> tuple[dict, bool]:
+    """Localisation scores of a finished run on the test split: cached, or computed and cached."""
+    from ird_tf.evaluation.attention_eval import cached_localisation, localisation_on_split
+    from ird_tf.runs import load_classifier
+
+    view = InputView.of(p.cfg.data, p.kind)
+
+    def compute():
+        model = load_classifier(p.cfg, view, len(splits.class_names), p.run_dir)
+        return localisation_on_split(model, splits.test, view, weighting=sweep.localisation_weighting,
+                                     batch_size=p.cfg.data.batch_size)
+
+    return cached_localisation(p.run_dir, compute, key=localisation_key(sweep))
+
+
+def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) -> dict[int, dict]:
+    """``{input size: {"images_per_s", "mflops"}}`` for the teacher's and every student's input size,
+    measured on freshly built models (throughput does not depend on the weights)."""
+    from ird_tf.evaluation.cost import flops_per_image, images_per_second
+    from ird_tf.runs import build_for
+
+    students = [InputView.student(replace(base.data, student_mag=m, mode=sweep.mode))
+                for m in sweep.magnifications]
+    views = {v.size: v for v in [InputView.teacher(base.data), *students]}
+    out = {}
+    for size in sorted(views, reverse=True):
+        model = build_for(base, views[size], num_classes, None)
+        rate = images_per_second(model, size, batch_size=32, min_seconds=sweep.cost_seconds)
+        out[size] = {"images_per_s": rate, "mflops": flops_per_image(model) / 1e6}
+        say(f"cost at {size} px: {rate:.0f} images/s (batch 32), {out[size]['mflops']:.2f} MFLOPs/image")
+    return out
+
+
+def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
+              out_name: str) -> int:
+    """Runs (or reuses) every planned run and rewrites the tables after each; 0 when all finished."""
+    from ird_tf.runs import load_splits, setup_runtime
+
+    start = time.time()
+    planned = plan(base, sweep)
+    strategy = setup_runtime(base)
+    splits = load_splits(base)
+    say(f"sweep {sweep.name!r}: {len(planned)} runs ({len(sweep.seeds)} seed(s) x (teacher + "
+        f"{len(sweep.magnifications)} magnification(s) x {len(sweep.methods)} method(s))), "
+        f"mode {sweep.mode}; tables: {results_dir / out_name}.md/.csv")
+    if sweep.localised and not ("mask" in splits.test.columns and splits.test["mask"].notna().any()):
+        say("the test split has no lesion masks: no localisation columns")
+        sweep = replace(sweep, localisation=())
+    costs = measure_costs(base, sweep, len(splits.class_names)) if sweep.measures_cost else None
+    header = dict(command=command, commit=study.git_commit(), start=start)
+
+    def after(p: Planned, _reused: bool, tag: str) -> None:
+        if sweep.localised and p.method in (*sweep.localised, "teacher"):
+            scores, cached = localise(p, splits, sweep)
+            if not cached:
+                say(f"run {tag}: localisation energy {scores['energy_inside']:.3f}, pointing "
+                    f"{scores['pointing_game']:.3f} (n={scores['n']})")
+        write_tables(base, sweep, planned, results_dir, out_name, header, costs)
+
+    study.run_all(planned, splits, strategy, say=say, start=start, header=header, after=after)
+    md, _ = write_tables(base, sweep, planned, results_dir, out_name, header, costs)
+    say(f"finished in {study.fmt_time(time.time() - start)}: {header['trained']} trained, "
+        f"{header['reused']} reused, {len(header['failed'])} failed; table {md}")
+    print(md.read_text(), flush=True)
+    return 1 if header["failed"] else 0
+
+
+__all__ = ["localise", "measure_costs", "run_sweep"]
