@@ -109,8 +109,8 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
         figure_attention.main(["--config", str(config), "--res", "2.5", "--preset", "paper", "--sicap",
                                str(tmp_path)])
     assert exit_info.value.code == 2
-    assert re.search(r"2\.5x alone seed 22 run has not finished \(runs/students/2\.5x_[a-z]+_alone_s22_vgg16_",
-                     capsys.readouterr().err)
+    assert re.search(r"2\.5x alone seed 22 run has not finished "
+                     r"\(runs/students/2\.5x_[a-z]+_alone_s22_vgg16_", capsys.readouterr().err)
 
 
 def test_sweep_file_round_trip(tmp_path):
