@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ird_tf.errors import ConfigError
+from ird_tf.files import write_text
 
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
@@ -269,10 +270,7 @@ class ExperimentConfig:
         return _build(cls, d, "")
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:

@@ -37,6 +37,7 @@ from ird_tf.config import MODES, AugmentConfig, ConfigError
 from ird_tf.data.augment import geometric, photometric, random_uniforms
 from ird_tf.data.view import InputView
 from ird_tf.errors import DataError
+from ird_tf.files import write_text
 
 logger = logging.getLogger(__name__)
 
@@ -345,11 +346,7 @@ def _load_checks(cache_dir) -> dict:
 def _save_checks(cache_dir, checks: dict) -> None:
     if cache_dir is None:
         return
-    path = Path(cache_dir) / _CHECKS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": _CHECKS_VERSION, "checks": checks}))
-    os.replace(tmp, path)
+    write_text(Path(cache_dir) / _CHECKS_FILE, json.dumps({"version": _CHECKS_VERSION, "checks": checks}))
 
 
 # ----------------------------------------------------------------------------------------- settings

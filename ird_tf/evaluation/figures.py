@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from ird_tf.errors import DataError
 from ird_tf.evaluation.localisation import upsample_map
+from ird_tf.files import atomic_path
 
 CORRECT_COLOUR = "#1a9641"  # green: the model's top class is the true class
 WRONG_COLOUR = "#d7191c"  # red: it is not
@@ -31,8 +32,8 @@ def _new_figure(width_in: float, height_in: float, dpi: int) -> Figure:
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

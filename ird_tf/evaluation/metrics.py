@@ -8,6 +8,7 @@ labels) are NaN in memory and ``null`` / empty in the JSON and CSV files.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -21,6 +22,7 @@ import tensorflow as tf
 from sklearn import metrics as skm
 
 from ird_tf.errors import DataError
+from ird_tf.files import write_text
 
 SCALARS = ("balanced_accuracy", "kappa", "macro_f1", "accuracy")
 
@@ -135,14 +137,13 @@ def write_metrics(
 ) -> tuple[Path, Path]:
     """Everything as JSON; the scalar metrics (:func:`scalar_row`) as a one-row CSV with a header."""
     json_path, csv_path = Path(json_path), Path(csv_path)
-    for p in (json_path, csv_path):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
     row = scalar_row(metrics)
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    write_text(csv_path, buf.getvalue())
     return json_path, csv_path
 
 

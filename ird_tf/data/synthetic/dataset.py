@@ -36,6 +36,7 @@ from ird_tf.data.synthetic.seeds import (
     slide_style,
 )
 from ird_tf.data.synthetic.stain import random_style
+from ird_tf.files import atomic_path, write_text
 
 TEST_FRACTION = 0.25
 JPEG_QUALITY = 90
@@ -175,9 +176,7 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig, *, workers: int | None =
                    "per_class": {c: int((labels == i).sum()) for i, c in enumerate(CLASSES)}},
         "partition": {"test_patients": test, **{f"Val{k}": g for k, g in enumerate(groups, start=1)}},
     }
-    tmp = root / "dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, root / "dataset.json")
+    write_text(root / "dataset.json", json.dumps(meta, indent=2))
     if progress:
         print(f"synthetic: done, {labels.size} patches in {root}", flush=True)
     return root
@@ -271,5 +270,6 @@ def preview(path_png: str | Path, cfg: SyntheticConfig, per_class: int = 2) -> P
         axes[0, col].set_title(t, fontsize=9)
     fig.suptitle(f"Synthetic H&E benchmark {cfg.version}: {cfg.patch_size} px at {cfg.magnification:g}x, "
                  f"difficulty {cfg.difficulty:g} (mask: 0 benign, G3 blue, G4 orange, G5 red)", fontsize=9)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path

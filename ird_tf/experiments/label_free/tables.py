@@ -9,20 +9,21 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
+from ird_tf.experiments import study
 from ird_tf.experiments.label_free.config import LabelFreeConfig
 from ird_tf.experiments.label_free.plan import Planned
 from ird_tf.experiments.label_free.sets import budget_steps
 from ird_tf.experiments.sweep.config import default_methods, describe
+from ird_tf.files import atomic_path
 from ird_tf.runs import read_result
 
 METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"))
 
 
-def collect(base: ExperimentConfig, study: LabelFreeConfig, planned: list[Planned], n_train: int
+def collect(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Planned], n_train: int
             ) -> list[dict]:
     """One record per row: teacher, then per magnification the references and method x ratio."""
     from ird_tf.evaluation.metrics import summarize_seeds
@@ -58,43 +59,34 @@ def collect(base: ExperimentConfig, study: LabelFreeConfig, planned: list[Planne
     return records
 
 
-def _fmt_stat(s: dict | None) -> str:
-    return "" if not s or s.get("mean") is None else f"{s['mean']:.6g}"
-
-
-def write_outputs(base: ExperimentConfig, study: LabelFreeConfig, planned: list[Planned], n_train: int,
+def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Planned], n_train: int,
                   results_dir: Path, out_name: str, header: dict) -> tuple[Path, Path, Path]:
     """``<out_name>.md``, ``.csv`` and ``.png`` under ``results_dir`` (each atomically replaced)."""
     from ird_tf.evaluation.metrics import format_table
 
-    records = collect(base, study, planned, n_train)
-    elapsed = time.time() - header["start"]
+    records = collect(base, settings, planned, n_train)
     recorded = sum(r["seconds"] for r in records)
     finished = sum(r["seeds_done"] for r in records)
     d, o = base.data, base.optim
     budget = budget_steps(base, n_train)
-    refs = {r: default_methods()[r] for r in study.references}
+    refs = {r: default_methods()[r] for r in settings.references}
     lines = [
-        f"# Label-free distillation `{study.name}`: test balanced accuracy and quadratic kappa against the "
-        "unlabeled-set size, mean ± std over seeds",
+        f"# Label-free distillation `{settings.name}`: test balanced accuracy and quadratic kappa against "
+        "the unlabeled-set size, mean ± std over seeds",
         "",
-        f"- Command: `{header['command']}`",
-        f"- Commit: `{header['commit']}`",
-        f"- Run time: {elapsed / 60:.1f} min in the last invocation ({header['trained']} runs trained, "
-        f"{header['reused']} reused); {recorded / 60:.1f} min of training recorded by the finished runs",
-        f"- Progress: {finished}/{len(planned)} runs finished (updated {time.strftime('%Y-%m-%d %H:%M:%S')})",
+        *study.common_lines(header, finished=finished, planned=len(planned), recorded_seconds=recorded),
         f"- Settings: {d.source} data (fold {d.fold}), {base.model.backbone}, {d.image_size} px at "
-        f"{d.teacher_mag:g}x, student input {study.mode}, batch {d.batch_size}, {o.name} lr "
-        f"{o.learning_rate:g}, seeds {list(study.seeds)}; teacher {o.teacher_epochs} epochs",
+        f"{d.teacher_mag:g}x, student input {settings.mode}, batch {d.batch_size}, {o.name} lr "
+        f"{o.learning_rate:g}, seeds {list(settings.seeds)}; teacher {o.teacher_epochs} epochs",
         f"- Unlabeled set of ratio r: the fold's {n_train} training images without their labels + the first "
-        f"r x {n_train} images of an extra synthetic pool (benchmark settings, seed {study.pool_seed}: new "
-        "patients, none of the test split); nested sets; labels never used in training, best epoch chosen "
-        "on the labeled validation split as for every run",
+        f"r x {n_train} images of an extra synthetic pool (benchmark settings, seed {settings.pool_seed}: "
+        "new patients, none of the test split); nested sets; labels never used in training, best epoch "
+        "chosen on the labeled validation split as for every run",
         "- Fixed step budget: each label-free run trains the whole number of epochs whose steps come "
         f"closest to the labeled runs' {o.epochs} epochs x {math.ceil(n_train / d.batch_size)} steps = "
         f"{budget} steps (columns epochs, steps)",
-        "- Label-free methods: " + "; ".join(f"`{n}` = {describe(study.method(n), base.loss)}"
-                                             for n in study.methods),
+        "- Label-free methods: " + "; ".join(f"`{n}` = {describe(settings.method(n), base.loss)}"
+                                             for n in settings.methods),
         "- Labeled references (the sweep's runs): " + "; ".join(f"`{n}` = {describe(m, base.loss)}"
                                                                for n, m in refs.items()),
     ]
@@ -115,9 +107,8 @@ def write_outputs(base: ExperimentConfig, study: LabelFreeConfig, planned: list[
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
 
     buf = io.StringIO()
-    buf.write(f"# command: {header['command']}\n# commit: {header['commit']}\n"
-              f"# run_time_min: {elapsed / 60:.2f}\n# recorded_training_min: {recorded / 60:.2f}\n"
-              f"# labeled_train_images: {n_train}\n# step_budget: {budget}\n")
+    buf.write(study.csv_preamble(header, recorded_seconds=recorded, labeled_train_images=n_train,
+                                 step_budget=budget))
     csv_cols = ["magnification", "method", "group", "extra_ratio", "unlabeled_images", "extra_images",
                 "epochs", "train_steps", "seeds_done", "seeds_planned"]
     csv_cols += [f"{k}_{stat}" for k, _ in METRICS for stat in ("mean", "std")] + ["runs"]
@@ -127,18 +118,13 @@ def write_outputs(base: ExperimentConfig, study: LabelFreeConfig, planned: list[
         row = {c: ("" if r.get(c) is None else r[c]) for c in csv_cols[:10]}
         row["runs"] = ";".join(r["runs"])
         for k, _ in METRICS:
-            s = r["summary"].get(k)
-            row[f"{k}_mean"] = _fmt_stat(s)
-            row[f"{k}_std"] = "" if not s or s.get("std") is None else f"{s['std']:.6g}"
+            for stat in ("mean", "std"):
+                row[f"{k}_{stat}"] = study.stat_cell(r["summary"].get(k), stat)
         writer.writerow(row)
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    md_path, csv_path, png_path = (results_dir / f"{out_name}{ext}" for ext in (".md", ".csv", ".png"))
-    for path, text in ((md_path, md), (csv_path, buf.getvalue())):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    plot_curves(csv_path, png_path, title=f"Label-free distillation `{study.name}` (fixed step budget)")
+    md_path, csv_path = study.write_outputs(results_dir, out_name, {".md": md, ".csv": buf.getvalue()})
+    png_path = plot_curves(csv_path, results_dir / f"{out_name}.png",
+                           title=f"Label-free distillation `{settings.name}` (fixed step budget)")
     return md_path, csv_path, png_path
 
 
@@ -194,8 +180,7 @@ def plot_curves(csv_path: Path, png_path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    tmp = png_path.with_name(png_path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(png_path)
     return png_path

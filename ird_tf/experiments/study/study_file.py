@@ -10,6 +10,7 @@ import yaml
 
 from ird_tf.config import ExperimentConfig, read_yaml_mapping
 from ird_tf.errors import ConfigError
+from ird_tf.files import write_text
 
 
 def load_study_file(path: str | Path, section: str, what: str, parse: Callable[[Any], Any]
@@ -31,10 +32,7 @@ def load_study_file(path: str | Path, section: str, what: str, parse: Callable[[
 def save_study_file(path: str | Path, base: ExperimentConfig, section: str, settings: dict,
                     header: str = "") -> Path:
     """Writes a study file that :func:`load_study_file` reads back to equal objects."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump({**base.to_dict(), section: settings}, sort_keys=False))
-    return path
+    return write_text(path, header + yaml.safe_dump({**base.to_dict(), section: settings}, sort_keys=False))
 
 
 __all__ = ["load_study_file", "save_study_file"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ird_tf.config import AT_DISTANCES, AT_NORMS
 from ird_tf.errors import DataError
+from ird_tf.files import atomic_path
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "balanced_accuracy_std",
             "kappa_mean", "kappa_std")
@@ -116,8 +117,8 @@ def plot_ablation(csv_path: str | Path, out: str | Path | None = None) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"AT+ normalisation x distance ({Path(csv_path).name})")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import time
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.study import nan_if_none
+from ird_tf.experiments import study
 from ird_tf.experiments.sweep.config import SweepConfig, describe, localisation_key
 from ird_tf.experiments.sweep.plan import Planned
 from ird_tf.runs import read_result
@@ -72,19 +70,13 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
     localised = bool(sweep.localised)
     metric_keys = _METRICS if localised else _METRICS[:2]
     finished = sum(r["seeds_done"] for r in records)
-    elapsed = time.time() - header["start"]
     recorded = sum(r["seconds"] for r in records)
     d, o = base.data, base.optim
     lines = [
         f"# Sweep `{out_name.removeprefix('sweep_')}`: test balanced accuracy and quadratic kappa, "
         "mean ± std over seeds",
         "",
-        f"- Command: `{header['command']}`",
-        f"- Commit: `{header['commit']}`",
-        f"- Run time: {elapsed / 60:.1f} min in the last invocation ({header.get('trained', 0)} runs "
-        f"trained, {header.get('reused', 0)} reused); {recorded / 60:.1f} min of training recorded by the "
-        "finished runs",
-        f"- Progress: {finished}/{len(planned)} runs finished (updated {time.strftime('%Y-%m-%d %H:%M:%S')})",
+        *study.common_lines(header, finished=finished, planned=len(planned), recorded_seconds=recorded),
         f"- Settings: {d.source} data (fold {d.fold}), {base.model.backbone}, {d.image_size} px at "
         f"{d.teacher_mag:g}x, student input {sweep.mode}, {o.epochs} epochs (teacher {o.teacher_epochs}), "
         f"batch {d.batch_size}, {o.name} lr {o.learning_rate:g}, seeds {list(sweep.seeds)}",
@@ -115,8 +107,7 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
 
     buf = io.StringIO()
-    buf.write(f"# command: {header['command']}\n# commit: {header['commit']}\n"
-              f"# run_time_min: {elapsed / 60:.2f}\n# recorded_training_min: {recorded / 60:.2f}\n")
+    buf.write(study.csv_preamble(header, recorded_seconds=recorded))
     csv_cols = ["magnification", "method", "kind", "mode", "input_px", "seeds_done", "seeds_planned"]
     for k, _ in metric_keys:
         csv_cols += [f"{k}_mean", f"{k}_std"]
@@ -131,17 +122,10 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
                "seeds_done": r["seeds_done"], "seeds_planned": r["seeds_planned"],
                "runs": ";".join(r["runs"])}
         for k, _ in metric_keys:
-            s = r["summary"].get(k, {})
             for stat in ("mean", "std"):
-                v = nan_if_none(s.get(stat))
-                row[f"{k}_{stat}"] = "" if math.isnan(v) else f"{v:.6g}"
+                row[f"{k}_{stat}"] = study.stat_cell(r["summary"].get(k), stat)
         if costs is not None:
             row.update(images_per_s=f"{r['images_per_s']:.1f}", mflops_per_image=f"{r['mflops']:.4g}")
         writer.writerow(row)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    paths = (results_dir / f"{out_name}.md", results_dir / f"{out_name}.csv")
-    for path, text in zip(paths, (md, buf.getvalue()), strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return paths
+    md_path, csv_path = study.write_outputs(results_dir, out_name, {".md": md, ".csv": buf.getvalue()})
+    return md_path, csv_path
