@@ -14,6 +14,7 @@ import yaml
 
 from ird_tf.errors import ConfigError
 from ird_tf.files import write_text
+from ird_tf.terms import TERM_NAMES
 
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
@@ -177,12 +178,11 @@ class LossConfig:
     map_resize: str = "area"  # FM, AT+ and attention transfer: teacher grid -> student grid
 
     def weights(self) -> dict[str, float]:
-        """The active terms and their weights, by registry name."""
-        names = ("ce", "fm", "at", "zk_at", "kd", "fmap")
-        return {n: float(getattr(self, n)) for n in names if getattr(self, n) != 0}
+        """The active terms and their weights, by name (:data:`ird_tf.terms.TERMS`)."""
+        return {n: float(getattr(self, n)) for n in TERM_NAMES if getattr(self, n) != 0}
 
     def validate(self) -> None:
-        for n in ("ce", "fm", "at", "zk_at", "kd", "fmap", "label_smoothing"):
+        for n in (*TERM_NAMES, "label_smoothing"):
             _check_positive(f"loss.{n}", getattr(self, n), allow_zero=True)
         _check_choice("loss.at_norm", self.at_norm, AT_NORMS)
         _check_choice("loss.at_distance", self.at_distance, AT_DISTANCES)
@@ -194,7 +194,7 @@ class LossConfig:
         _check_positive("loss.at_temperature", self.at_temperature)
         _check_positive("loss.kd_temperature", self.kd_temperature)
         if not self.weights():
-            raise ConfigError("loss: every term weight is 0; one of ce/fm/at/zk_at/kd/fmap must be > 0")
+            raise ConfigError(f"loss: every term weight is 0; one of {'/'.join(TERM_NAMES)} must be > 0")
 
 
 @dataclass

@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from ird_tf.attention import normalize_maps, resize_maps
 from ird_tf.config import AT_DISTANCES, FMAP_RESIZES, ConfigError, LossConfig
+from ird_tf.terms import TERMS as TERM_SPECS
+from ird_tf.terms import TermSpec, term_spec
 
 _EPS = 1e-7
 
@@ -180,13 +182,26 @@ class TermInputs:
 
 @dataclass(frozen=True)
 class Term:
-    """One loss term: ``fn(inputs, cfg) -> float32 scalar`` and what it needs from the batch."""
+    """One loss term: its row of :data:`ird_tf.terms.TERMS` and ``fn(inputs, cfg) -> float32 scalar``."""
 
-    name: str
+    spec: TermSpec
     fn: Callable[[TermInputs, LossConfig], tf.Tensor]
-    needs_labels: bool
-    needs_teacher: bool
-    needs_maps: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.spec.needs_labels
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.spec.needs_teacher
+
+    @property
+    def needs_maps(self) -> bool:
+        return self.spec.needs_maps
 
     def __call__(self, inputs: TermInputs, cfg: LossConfig) -> tf.Tensor:
         """``fn`` after checking its inputs are present (a clear error instead of a None deep inside)."""
@@ -238,25 +253,13 @@ def _fmap(i: TermInputs, cfg: LossConfig) -> tf.Tensor:
     return feature_map_loss(i.student["features"], _teacher(i, "features"), cfg.fmap_resize, cfg.fmap_p)
 
 
-TERMS: dict[str, Term] = {
-    t.name: t
-    for t in (
-        Term("ce", _ce, needs_labels=True, needs_teacher=False, needs_maps=False),
-        Term("fm", _fm, needs_labels=False, needs_teacher=True, needs_maps=False),
-        Term("at", _at, needs_labels=False, needs_teacher=True, needs_maps=True),
-        Term("zk_at", _zk_at, needs_labels=False, needs_teacher=True, needs_maps=False),
-        Term("kd", _kd, needs_labels=False, needs_teacher=True, needs_maps=False),
-        Term("fmap", _fmap, needs_labels=False, needs_teacher=True, needs_maps=False),
-    )
-}
+_FUNCTIONS = {"ce": _ce, "fm": _fm, "at": _at, "zk_at": _zk_at, "kd": _kd, "fmap": _fmap}
+TERMS: dict[str, Term] = {spec.name: Term(spec, _FUNCTIONS[spec.name]) for spec in TERM_SPECS}
 
 
 def get_term(name: str) -> Term:
     """The registered term ``name``; an unknown name is a ConfigError listing the known ones."""
-    try:
-        return TERMS[name]
-    except KeyError:
-        raise ConfigError(f"unknown loss term {name!r}; known terms: {sorted(TERMS)}") from None
+    return TERMS[term_spec(name).name]
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from ird_tf.config import (
 )
 from ird_tf.errors import DataError, TrainingDiverged
 from ird_tf.progress import say
+from ird_tf.terms import TERMS
 
 # option dest -> (config section, field)
 _FIELDS: dict[str, tuple[str, str]] = {
@@ -45,12 +46,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "backbone": ("model", "backbone"),
     "weights": ("model", "weights"),
     "student_weights": ("model", "student_weights"),
-    "alpha_ce": ("loss", "ce"),
-    "alpha_fm": ("loss", "fm"),
-    "alpha_at": ("loss", "at"),
-    "alpha_zk_at": ("loss", "zk_at"),
-    "alpha_kd": ("loss", "kd"),
-    "alpha_fmap": ("loss", "fmap"),
+    **{f"alpha_{t.name}": ("loss", t.name) for t in TERMS},
     "label_smoothing": ("loss", "label_smoothing"),
     "at_norm": ("loss", "at_norm"),
     "at_distance": ("loss", "at_distance"),
@@ -122,12 +118,8 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
 
     if student:
         g = p.add_argument_group("loss terms (weight 0 switches a term off)")
-        g.add_argument("--alpha-ce", type=float, help="cross-entropy with the labels")
-        g.add_argument("--alpha-fm", type=float, help="feature matching (RMSE of the feature maps)")
-        g.add_argument("--alpha-at", type=float, help="attention matching of Grad-CAM maps (AT+)")
-        g.add_argument("--alpha-zk-at", type=float, help="activation-based attention transfer (Zagoruyko)")
-        g.add_argument("--alpha-kd", type=float, help="soft-label distillation (Hinton, T^2 KL)")
-        g.add_argument("--alpha-fmap", type=float, help="feature-map loss of DiPalma et al.")
+        for t in TERMS:
+            g.add_argument(f"--alpha-{t.name.replace('_', '-')}", type=float, help=t.help)
         g.add_argument("--at-norm", choices=AT_NORMS)
         g.add_argument("--at-distance", choices=AT_DISTANCES)
         g.add_argument("--at-weighting", choices=AT_WEIGHTINGS,

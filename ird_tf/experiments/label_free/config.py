@@ -20,6 +20,7 @@ from ird_tf.experiments.study import (
     save_study_file,
 )
 from ird_tf.experiments.sweep.config import LOSS_FIELDS, NAME_RE, Method, default_methods
+from ird_tf.terms import term_spec
 
 SECTION = "label_free"
 
@@ -97,8 +98,6 @@ class LabelFreeConfig:
 
     def validate(self, base: ExperimentConfig) -> LabelFreeConfig:
         """Checks every setting against the base experiment; errors name the ``label_free.`` key."""
-        from ird_tf.losses import get_term
-
         if not NAME_RE.match(self.name):
             raise ConfigError(f"{SECTION}.name={self.name!r}: expected letters, digits and _ . + - "
                               "(a file name)")
@@ -136,7 +135,7 @@ class LabelFreeConfig:
                 loss.validate()
             except ConfigError as e:
                 raise ConfigError(f"{key}: {e}") from e
-            needs = [t for t in loss.weights() if get_term(t).needs_labels]
+            needs = [t for t in loss.weights() if term_spec(t).needs_labels]
             if needs:
                 raise ConfigError(f"{key}.{needs[0]}={getattr(loss, needs[0]):g}: label-free students have "
                                   f"no labels; the {needs} term(s) must be 0 (or left out)")

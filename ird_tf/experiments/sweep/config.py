@@ -20,14 +20,13 @@ from ird_tf.experiments.study import (
     load_study_file,
     save_study_file,
 )
+from ird_tf.terms import TERM_NAMES, term_spec
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
 KINDS = ("distill", "alone")
-TERMS = ("ce", "fm", "at", "zk_at", "kd", "fmap")
 LOCALISED_BY_DEFAULT = ("alone", "fm", "fm_at")
 LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_TERM_LABELS = {"ce": "CE", "fm": "FM", "at": "AT+", "zk_at": "AT (Zagoruyko)", "kd": "KD", "fmap": "FMap"}
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Method:
 
     def loss_config(self, base: LossConfig) -> LossConfig:
         """``base``'s options with this method's terms (all others off) and option changes."""
-        terms = {t: 0.0 for t in TERMS}
+        terms = {t: 0.0 for t in TERM_NAMES}
         if self.kind == "alone":
             terms["ce"] = 1.0
         return replace(base, **{**terms, **self.loss})
@@ -188,7 +187,7 @@ def parse_methods(value: Any) -> dict[str, Method]:
         if bad:
             raise ConfigError(f"unknown setting(s) {[f'{key}.loss.{k}' for k in bad]}; "
                               f"known: {list(LOSS_FIELDS)}")
-        terms = [t for t in TERMS if t in loss and t != "ce" and loss[t]]
+        terms = [t for t in TERM_NAMES if t in loss and t != "ce" and loss[t]]
         if kind == "alone" and terms:
             raise ConfigError(f"{key}: kind 'alone' trains with cross-entropy only; it cannot use the "
                               f"teacher terms {terms}")
@@ -232,7 +231,8 @@ def describe(method: Method, base: LossConfig) -> str:
     if method.kind == "alone":
         return "student trained alone, CE only"
     loss = method.loss_config(base)
-    parts = [(_TERM_LABELS[t] if w == 1 else f"{w:g} {_TERM_LABELS[t]}") for t, w in loss.weights().items()]
+    labels = {t: term_spec(t).label for t in loss.weights()}
+    parts = [(labels[t] if w == 1 else f"{w:g} {labels[t]}") for t, w in loss.weights().items()]
     text = " + ".join(parts)
     if loss.at:
         text += (f" (AT: {loss.at_norm} norm, {loss.at_distance} distance, {loss.at_weighting} weighting, "
