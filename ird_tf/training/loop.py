@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from ird_tf.config import ConfigError, OptimConfig
+from ird_tf.progress import say
 from ird_tf.training import callbacks as cb
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.runtime import worker_dir
@@ -85,14 +86,14 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     done = out / "done.json"
     if done.is_file() and json.loads(done.read_text()).get("epochs", 0) >= epochs:
-        print(f"[fit] {out} already finished ({epochs} epochs); nothing to do", flush=True)
+        say(f"{out} already finished ({epochs} epochs); nothing to do", source="fit")
         _load_best(model, out, restore_best)
         return cb.read_history(out / "history.csv")
     with model.distribute_strategy.scope():
         initial_epoch = cb.restore_backup(model, out / "backup")
     what = f"resuming after epoch {initial_epoch}" if initial_epoch else "starting"
-    print(f"[fit] {type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
-          flush=True)
+    say(f"{type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
+        source="fit")
 
     callbacks: list[keras.callbacks.Callback] = [cb.StopOnNonFinite(out)]
     if val_ds is not None:

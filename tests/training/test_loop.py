@@ -15,9 +15,11 @@ import pytest
 import tensorflow as tf
 
 from ird_tf.config import LossConfig
+from ird_tf.evaluation.metrics import classification_metrics, predict_proba
 from ird_tf.models import build_classifier
+from ird_tf.scoring import json_safe
 from ird_tf.training import Distiller, Teacher, TrainingDiverged, fit
-from ird_tf.training.callbacks import validation_scores
+from ird_tf.training.callbacks import BestCheckpoint, validation_scores
 
 S, B, C = 32, 8, 4
 
@@ -59,7 +61,72 @@ def test_validation_scores_against_formulas():
     assert scores["loss"] == pytest.approx(-z[np.arange(8), y].mean())
     f1 = [2 * np.sum((p == c) & (y == c)) / (np.sum(p == c) + np.sum(y == c)) for c in range(4)]
     assert scores["macro_f1"] == pytest.approx(np.mean(f1))
-    assert validation_scores(np.zeros(4, int), np.tile([1.0, 0, 0, 0], (4, 1)), 4)["kappa"] == 0.0
+    assert np.isnan(validation_scores(np.zeros(4, int), np.tile([1.0, 0, 0, 0], (4, 1)), 4)["kappa"])
+
+
+@pytest.mark.parametrize("y, pred", [
+    ([0, 0, 0, 0], [0, 0, 0, 0]),  # one class in labels and predictions: kappa undefined
+    ([0, 1, 0, 1, 1], [0, 1, 1, 1, 2]),  # three of four classes present: macro F1 over those
+])
+def test_validation_scores_are_the_evaluation_metrics(y, pred):
+    """history.csv/best.json (validation_scores) and metrics_<split>.json (classification_metrics) use
+    one definition: same predictions, same numbers, NaN included."""
+    logits = np.eye(C)[pred] * 3.0
+    val = validation_scores(np.array(y), logits, C)
+    evaluated = classification_metrics(y, logits, C)
+    for key in ("balanced_accuracy", "kappa", "macro_f1", "accuracy"):
+        np.testing.assert_equal(val[key], evaluated[key], err_msg=key)
+
+
+def test_best_checkpoint_never_picks_nan_over_a_number(tmp_path):
+    net = build_classifier("vgg_tiny", C, (S, S, 3))
+    best = BestCheckpoint(tmp_path)
+    best.set_model(net)
+    chosen = []
+    best.on_train_begin()
+    for epoch, kappa in enumerate([np.nan, np.nan, 0.2, np.nan, 0.1, 0.3]):
+        best.on_epoch_end(epoch, {"val_kappa": kappa})
+        chosen.append(json.loads((tmp_path / "best.json").read_text())["epoch"])
+    assert chosen == [1, 1, 3, 3, 3, 6]
+    # all undefined: the first epoch is kept, its value is null in strict JSON, and a resume reads it back
+    all_nan = tmp_path / "all_nan"
+    all_nan.mkdir()
+    best = BestCheckpoint(all_nan)
+    best.set_model(net)
+    best.on_train_begin()
+    for epoch in range(2):
+        best.on_epoch_end(epoch, {"val_kappa": np.nan, "val_loss": 1.0})
+    saved = json.loads((all_nan / "best.json").read_text())
+    assert (saved["epoch"], saved["value"], saved["logs"]["val_kappa"]) == (1, None, None)
+    assert (all_nan / "best.weights.h5").is_file()
+    best.on_train_begin()
+    best.on_epoch_end(2, {"val_kappa": 0.0})
+    assert json.loads((all_nan / "best.json").read_text())["epoch"] == 3
+
+
+def test_best_json_agrees_with_the_evaluation_of_the_same_weights(tmp_path):
+    """A tiny run whose validation split has two of the four classes (the macro-F1 rules of the old
+    code differed there): best.json's scores equal classification_metrics of best.weights.h5 on the
+    same split, computed the way metrics_val.json is."""
+    keras.utils.set_random_seed(5)
+    x, y = data(6, 16)
+    val_x, _ = data(7, 12)
+    val_y = np.array([0, 1] * 6, np.int32)
+    student = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3), name="alone")
+    model = Teacher(student, input_key="lr")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
+    fit(model, train, val, run_dir=tmp_path, epochs=2, steps_per_epoch=2, num_classes=C, val_input_key="lr")
+    best = json.loads((tmp_path / "best.json").read_text())
+    net = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3))
+    net.load_weights(str(tmp_path / "best.weights.h5"))
+    y_true, y_prob = predict_proba(net, val, input_key="lr")
+    evaluated = classification_metrics(y_true, y_prob, C)
+    as_json = json.loads(json.dumps(json_safe(evaluated)))
+    assert best["value"] == as_json["kappa"]  # both null when undefined
+    for key in ("balanced_accuracy", "kappa", "macro_f1", "accuracy"):
+        assert best["logs"][f"val_{key}"] == pytest.approx(as_json[key], abs=1e-9), key
 
 
 @pytest.fixture(scope="module")
