@@ -239,6 +239,7 @@ def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
 
 def _train_teacher(cfg: ExperimentConfig, splits, strategy, run_dir: Path) -> RunResult:
     from ird_tf.models import build_classifier
+    from ird_tf.training.board import run_hparams, write_hparams
     from ird_tf.training.loop import fit
     from ird_tf.training.runtime import worker_dir
     from ird_tf.training.teacher import Teacher
@@ -258,6 +259,7 @@ def _train_teacher(cfg: ExperimentConfig, splits, strategy, run_dir: Path) -> Ru
     fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.teacher_epochs, steps_per_epoch=steps,
         num_classes=len(splits.class_names), val_input_key="hr", verbose=cfg.run.verbose)
     metrics = evaluate(classifier, {"val": val, "test": test}, "hr", splits.class_names, own)
+    write_hparams(own / "tb", run_hparams(cfg, "teacher"), metrics, settings=cfg.to_dict())
     result = RunResult(own, metrics, time.time() - start)
     if own == run_dir:  # the chief (or a single process) marks the run finished
         write_result(result)
@@ -292,6 +294,7 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
                    teacher_result: RunResult | None, export_base: Path | None) -> RunResult:
     from ird_tf.data.readers import read_unlabeled
     from ird_tf.models import build_classifier
+    from ird_tf.training.board import run_hparams, write_hparams
     from ird_tf.training.distiller import Distiller
     from ird_tf.training.loop import fit
     from ird_tf.training.runtime import worker_dir
@@ -318,8 +321,9 @@ def _train_student(cfg: ExperimentConfig, splits, strategy, kind: str, run_dir: 
         model.compile(optimizer=_optimizer(cfg, cfg.optim.epochs), jit_compile=cfg.run.jit)
     fit(model, train, val, run_dir=run_dir, epochs=cfg.optim.epochs, steps_per_epoch=steps,
         num_classes=num_classes, val_input_key="lr", verbose=cfg.run.verbose,
-        attention_images=cfg.run.tensorboard_images)
+        attention_images=cfg.run.tensorboard_images, class_names=splits.class_names)
     metrics = evaluate(student, {"val": val, "test": test}, "lr", splits.class_names, own)
+    write_hparams(own / "tb", run_hparams(cfg, kind), metrics, settings=cfg.to_dict())
     if export_base is not None and own == run_dir:  # one export per run: the chief's
         export_student(student, cfg, splits.class_names, run_dir, export_base / run_dir.name)
     result = RunResult(own, metrics, time.time() - start)

@@ -1,5 +1,5 @@
-"""Callbacks of a training run: validation metrics, checkpoints, crash-safe backup, divergence stop,
-history and TensorBoard extras.
+"""Callbacks of a training run: validation metrics, checkpoints, crash-safe backup, divergence stop and
+history (TensorBoard: ``ird_tf.training.board``).
 
 Every file is written atomically (``ird_tf.files.atomic_path``): a process killed at any moment leaves
 either the old or the new version, never a torn one. Validation scores come from ``ird_tf.scoring``,
@@ -17,12 +17,10 @@ import time
 from pathlib import Path
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
 
 from ird_tf import files
-from ird_tf.attention import normalize_maps
 from ird_tf.errors import TrainingDiverged
 from ird_tf.scoring import classification_scores, improves, json_safe, mean_cross_entropy
 
@@ -278,63 +276,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return history
 
 
-# -- TensorBoard images ------------------------------------------------------------------------------------
-def overlay(images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """Colour-mapped maps ``[n, h, w]`` (min-max normalised per image) blended over images
-    ``[n, S, S, 3]`` in [0, 1]."""
-    size = images.shape[1:3]
-    m = normalize_maps(tf.convert_to_tensor(maps[..., None], tf.float32), method="minmax")
-    m = tf.image.resize(m, size, method="bilinear").numpy()[..., 0].clip(0, 1)
-    heat = matplotlib.colormaps[cmap](m)[..., :3]
-    return ((1 - alpha) * images + alpha * heat).astype(np.float32)
-
-
-def attention_panels(distiller: keras.Model, x: dict, labels=None) -> np.ndarray:
-    """``[n, S, 4S, 3]`` panels: hr | lr | teacher map on hr | student map on lr, for the target class
-    (the label, else the teacher's prediction)."""
-    out = distiller.maps({"hr": tf.convert_to_tensor(x["hr"]), "lr": tf.convert_to_tensor(x["lr"])},
-                         None if labels is None else tf.cast(labels, tf.int32))
-    target = out["target"].numpy()
-
-    def pick(maps):
-        maps = maps.numpy()
-        return maps[..., 0] if maps.shape[-1] == 1 else maps[np.arange(len(target)), ..., target]
-
-    hr = np.asarray(x["hr"], np.float32)
-    lr = tf.image.resize(np.asarray(x["lr"], np.float32), hr.shape[1:3], method="nearest").numpy()
-    panels = [hr, lr, overlay(hr, pick(out["teacher"])), overlay(lr, pick(out["student"]))]
-    return np.concatenate(panels, axis=2).clip(0, 1)
-
-
-class AttentionImages(keras.callbacks.Callback):
-    """Each ``every`` epochs, writes ``tf.summary.image`` panels of a fixed validation batch with the
-    teacher's and the student's attention maps (outside the train step; cheap: one small batch)."""
-
-    def __init__(self, val_batch, log_dir: Path, every: int = 1, max_images: int = 4):
-        super().__init__()
-        x, labels = val_batch if isinstance(val_batch, tuple | list) else (val_batch, None)
-        n = int(max_images)
-        self.x = {k: np.asarray(x[k])[:n] for k in ("hr", "lr")}
-        self.labels = None if labels is None else np.asarray(labels)[:n]
-        self.log_dir, self.every, self.n = Path(log_dir), max(1, int(every)), n
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        panels = attention_panels(self.model, self.x, self.labels)
-        self._writer = self._writer or tf.summary.create_file_writer(str(self.log_dir))
-        with self._writer.as_default():
-            tf.summary.image("hr | lr | teacher map | student map", panels, step=epoch, max_outputs=self.n)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-
-
 __all__ = [
     "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
     "restore_backup", "read_backup", "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
-    "AttentionImages", "attention_panels", "overlay", "predict_logits", "validation_scores", "classifier_of",
+    "predict_logits", "validation_scores", "classifier_of",
 ]

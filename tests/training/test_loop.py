@@ -1,5 +1,6 @@
-"""fit: run directory, best-by-kappa checkpoint, history, TensorBoard, done marker; divergence stop;
-resume after SIGKILL in a real subprocess."""
+"""fit: run directory, best-by-kappa checkpoint, history, TensorBoard (read back with TensorBoard's own
+event reader: tags, descriptions, steps, images, hparams), done marker; divergence stop; resume after
+SIGKILL in a real subprocess."""
 
 import json
 import os
@@ -13,12 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
-from ird_tf.config import LossConfig
+from ird_tf.config import LossConfig, preset
 from ird_tf.evaluation.metrics import classification_metrics, predict_proba
 from ird_tf.models import build_classifier
 from ird_tf.scoring import json_safe
-from ird_tf.training import Distiller, Teacher, TrainingDiverged, fit
+from ird_tf.training import Distiller, Teacher, TrainingDiverged, board, fit
 from ird_tf.training.callbacks import BestCheckpoint, validation_scores
 
 S, B, C = 32, 8, 4
@@ -36,16 +38,6 @@ def np_quadratic_kappa(y, p, k):
     w = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / (k - 1) ** 2
     e = np.outer(o.sum(1), o.sum(0)) / o.sum()
     return 1 - (w * o).sum() / (w * e).sum()
-
-
-def tb_events(root: Path) -> dict[str, dict[str, list]]:
-    """{run folder: {tag: [summary values]}} of every event file under ``root``."""
-    out: dict[str, dict[str, list]] = {}
-    for f in root.rglob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(f)):
-            for v in event.summary.value:
-                out.setdefault(f.parent.name, {}).setdefault(v.tag, []).append((event.step, v))
-    return out
 
 
 def test_validation_scores_against_formulas():
@@ -142,7 +134,7 @@ def finished_run(tmp_path_factory):
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
     val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
     history = fit(model, train, val, run_dir=run_dir, epochs=3, steps_per_epoch=2, num_classes=C,
-                  attention_images=2)
+                  attention_images=2, class_names=("NC", "G3", "G4", "G5"))
     return model, train, val, (val_x, val_y), run_dir, history
 
 
@@ -174,19 +166,106 @@ def test_fit_writes_history_checkpoints_and_done_marker(finished_run):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_tensorboard_has_every_term_learning_rate_val_metrics_and_attention_images(finished_run):
-    run_dir = finished_run[4]
-    events = tb_events(run_dir / "tb")
-    train_tags = set(events["train"])
-    terms = {"epoch_loss", "epoch_ce", "epoch_fm", "epoch_at", "epoch_accuracy", "epoch_learning_rate"}
-    assert terms <= train_tags
-    val_metrics = {"epoch_kappa", "epoch_balanced_accuracy", "epoch_macro_f1", "epoch_loss"}
-    assert val_metrics <= set(events["validation"])
-    (images,) = events["attention"].values()
-    assert sorted(step for step, _ in images) == [0, 1, 2]
-    width, height = (int(b) for b in images[0][1].tensor.string_val[:2])
-    assert (width, height) == (4 * S, S)  # hr | lr | teacher overlay | student overlay
-    assert len(images[0][1].tensor.string_val) == 2 + 2  # two patches
+def read_board(tb_dir: Path):
+    """TensorBoard's own reader over a run's tb/ folder (every event file in it)."""
+    acc = event_accumulator.EventAccumulator(str(tb_dir), size_guidance={event_accumulator.TENSORS: 0})
+    return acc.Reload()
+
+
+def test_tensorboard_tags_descriptions_epochs_from_one_and_titled_attention_images(finished_run):
+    run_dir, history = finished_run[4], finished_run[5]
+    assert [p.name for p in (run_dir / "tb").iterdir() if p.is_dir()] == []  # one run, no train/ validation/
+    acc = read_board(run_dir / "tb")
+    tags = set(acc.Tags()["tensors"])
+    scalars = {"train/loss_total", "train/accuracy", "val/cross_entropy", "val/accuracy",
+               "val/balanced_accuracy", "val/kappa", "val/macro_f1", "optimizer/learning_rate",
+               *(f"train_terms{kind}/{t}" for kind in ("", "_weighted") for t in ("ce", "fm", "at"))}
+    assert tags == scalars | {"attention/validation_patches"}
+    for tag in tags:
+        assert acc.SummaryMetadata(tag).summary_description, f"{tag} has no description"
+        assert [e.step for e in acc.Tensors(tag)] == [1, 2, 3], tag  # epochs as in history.csv
+    describe = acc.SummaryMetadata
+    assert "1·ce + 0.1·fm + 10·at" in describe("train/loss_total").summary_description
+    assert "NOT comparable with val/cross_entropy" in describe("train/loss_total").summary_description
+    assert "weight in train/loss_total is 10" in describe("train_terms/at").summary_description
+    assert describe("train_terms_weighted/fm").summary_description.startswith("0.1·fm")
+
+    def values(tag):
+        return [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+
+    # the values are history.csv's: same epochs, same numbers; weighted terms add up to the total
+    for tag, column in (("train/loss_total", "loss"), ("train_terms/at", "at"), ("val/kappa", "val_kappa"),
+                        ("val/cross_entropy", "val_loss"), ("optimizer/learning_rate", "learning_rate")):
+        np.testing.assert_allclose(values(tag), history[column], rtol=1e-6, err_msg=tag)
+    np.testing.assert_allclose(values("train_terms_weighted/at"), 10 * np.array(history["at"]), rtol=1e-6)
+    weighted = sum(np.array(values(f"train_terms_weighted/{t}")) for t in ("ce", "fm", "at"))
+    np.testing.assert_allclose(weighted, values("train/loss_total"), rtol=1e-5)
+
+    images = acc.Tensors("attention/validation_patches")
+    assert describe("attention/validation_patches").plugin_data.plugin_name == "images"
+    for event in images:
+        width, height, *pngs = tf.make_ndarray(event.tensor_proto)
+        assert len(pngs) == 2  # two patches each epoch
+        assert int(width) > 4 * S and int(height) > S  # four panels with titles and captions around them
+        assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
+
+
+def test_panel_titles_name_true_class_map_class_and_both_probabilities():
+    names = ["NC", "G3", "G4", "G5"]
+    p_teacher = np.array([[0.1, 0.7, 0.1, 0.1]])
+    p_student = np.array([[0.1, 0.3, 0.5, 0.1]])
+    (panel,) = board.panel_titles(np.array([1]), np.array([1]), p_teacher, p_student, names)
+    assert panel["title"] == "true class: G3 · maps of class G3 (the true class)"
+    green, red = board.CORRECT_COLOUR, board.WRONG_COLOUR
+    assert panel["captions"]["teacher"] == ("teacher: p(G3) = 0.70\ntop class G3 (0.70)", green)
+    assert panel["captions"]["student"] == ("student: p(G3) = 0.30\ntop class G4 (0.50)", red)
+    (no_label,) = board.panel_titles(None, np.array([1]), p_teacher, p_student, names)
+    assert no_label["title"] == "true class: unknown · map of class G3 (teacher's prediction)"
+
+
+def test_hparams_and_final_scores_are_read_back_by_tensorboard(tmp_path):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    cfg = preset("cpu")
+    cfg.run.seed, cfg.data.student_mag, cfg.loss.at = 32, 1.25, 5.0
+    hparams = board.run_hparams(cfg, "distill")
+    assert hparams == {
+        "role": "student", "magnification": 1.25, "teacher_magnification": 10.0, "mode": "upsampled",
+        "method": "ce+fm+at", "label_free": False, "w_ce": 1.0, "w_fm": 0.1, "w_at": 5.0, "w_zk_at": 0.0,
+        "w_kd": 0.0, "w_fmap": 0.0, "at_norm": "minmax", "at_distance": "l2", "backbone": "vgg_tiny",
+        "init": "none", "seed": 32, "epochs": cfg.optim.epochs, "learning_rate": cfg.optim.learning_rate,
+        "batch_size": cfg.data.batch_size, "data": "synthetic", "fold": "Val1"}
+    assert set(hparams) == set(board.HPARAMS)
+    teacher = board.run_hparams(cfg, "teacher")
+    assert (teacher["role"], teacher["magnification"], teacher["method"], teacher["w_at"],
+            teacher["epochs"]) == ("teacher", 10.0, "teacher", 0.0, cfg.optim.teacher_epochs)
+
+    tb = tmp_path / "vgg_tiny_1.25x_run" / "tb"
+    metrics = {"val": {"balanced_accuracy": 0.5, "kappa": float("nan"), "macro_f1": 0.4, "accuracy": 0.5,
+                       "confusion_matrix": [[1]]},
+               "test": {"balanced_accuracy": 0.75, "kappa": 0.6, "macro_f1": 0.7, "accuracy": 0.8}}
+    board.write_hparams(tb, hparams, metrics, settings=cfg.to_dict())
+    acc = read_board(tb)
+    content = acc.PluginTagToContent("hparams")
+    session = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
+    got = {k: getattr(v, v.WhichOneof("kind")) for k, v in session.hparams.items()}
+    assert got == {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+                   for k, v in hparams.items()}
+    assert session.group_name and "vgg_tiny_1.25x_run" in str(session)
+    experiment = hp_metadata.parse_experiment_plugin_data(content[hp_metadata.EXPERIMENT_TAG])
+    assert [h.name for h in experiment.hparam_infos] == list(board.HPARAMS)
+    assert all(h.description for h in experiment.hparam_infos)
+    assert [m.name.tag for m in experiment.metric_infos] == [f"final/{n}" for n in board.FINAL_METRICS]
+
+    def last(tag):
+        (event,) = acc.Tensors(tag)
+        return event.step, float(tf.make_ndarray(event.tensor_proto))
+
+    assert last("final/test_kappa") == (cfg.optim.epochs, pytest.approx(0.6))
+    assert np.isnan(last("final/val_kappa")[1])  # undefined stays undefined
+    assert acc.SummaryMetadata("final/test_kappa").summary_description.startswith("quadratic-weighted")
+    text = tf.make_ndarray(acc.Tensors("run/settings")[0].tensor_proto).item().decode()
+    assert "| w_at | 5.0 |" in text and "kd_temperature" in text
 
 
 def test_finished_run_returns_at_once(finished_run, capsys):
@@ -244,7 +323,9 @@ def test_datasets_that_cannot_feed_the_run_are_refused(tmp_path):
 RESUME_SCRIPT = """
 import json, sys, time
 import keras, numpy as np, tensorflow as tf
-from ird_tf.config import LossConfig
+from tensorboard.backend.event_processing import event_accumulator
+
+from ird_tf.config import LossConfig, preset
 from ird_tf.models import build_classifier
 from ird_tf.training import Distiller, fit
 
