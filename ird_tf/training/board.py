@@ -13,8 +13,10 @@ saying what it is, its weight and its unit)::
     val/accuracy, val/balanced_accuracy, val/kappa, val/macro_f1     ird_tf.scoring on the validation split
     optimizer/learning_rate
     attention/validation_patches      (Distiller) hr | lr | teacher map | student map, titled
-    run/settings                      (text) hyperparameters and the full config
-    final/<split>_<score>             scores of the selected weights (best.weights.h5), after training
+
+and, in the sub-folder ``tb/hparams`` (:func:`write_hparams`, after evaluation), the run's HParams
+session (hyperparameters), ``final/<split>_<score>`` (balanced accuracy and kappa of the selected
+weights, best.weights.h5, on the validation and test splits) and the text ``run/settings``.
 
 Keras's own TensorBoard callback is not used: it writes the training total and the validation
 cross-entropy under one tag (``epoch_loss``) in two runs, leaves descriptions empty and counts epochs
@@ -339,31 +341,31 @@ def settings_markdown(hparams: Mapping[str, Any], settings: Mapping[str, Any] | 
     return "\n".join(lines)
 
 
+SUMMARY_RUN = "hparams"  # the sub-folder of tb/ holding a run's HParams session and final scores
+
+
 def write_hparams(tb_dir: str | Path, hparams: Mapping[str, Any], metrics: Mapping[str, Any], *,
                   settings: Mapping[str, Any] | None = None, step: int | None = None) -> Path:
-    """Adds to a run's TensorBoard folder: the HParams session (``hparams``, e.g. :func:`run_hparams`),
-    the experiment definition (the same in every run, so a study's runs share one HParams table), the
-    final scores as ``final/<split>_<score>`` scalars (``metrics``: ``{split: metrics}`` or flat, see
-    :func:`final_scores`) and the settings as the text ``run/settings``. ``step``: defaults to
-    ``hparams["epochs"]``."""
+    """Writes a run's HParams session to ``tb_dir/hparams`` (returned): its hyperparameters
+    (``hparams``, e.g. :func:`run_hparams`), its final scores as ``final/<split>_<score>`` scalars
+    (``metrics``: ``{split: metrics}`` or flat, see :func:`final_scores`; the HParams table's metric
+    columns) and its settings as the text ``run/settings``. ``step``: defaults to ``hparams["epochs"]``.
+
+    The session sits in its own sub-folder so that only the final scores are HParams metrics (the
+    plugin takes every scalar of a session's folder, and the training curves are in ``tb_dir``). No
+    experiment definition is written: TensorBoard then derives each hyperparameter's type and values
+    from all the runs it shows, and lists the hyperparameters that differ between them first."""
     from tensorboard.plugins.hparams import api as hp
 
-    tb_dir = Path(tb_dir)
-    tb_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(tb_dir) / SUMMARY_RUN
+    out.mkdir(parents=True, exist_ok=True)
     scores = final_scores(metrics)
     step = int(hparams.get("epochs", 0) if step is None else step)
-    names = list(dict.fromkeys([*FINAL_METRICS, *scores]))
-    writer = tf.summary.create_file_writer(str(tb_dir))
+    writer = tf.summary.create_file_writer(str(out))
     try:
         with writer.as_default():
-            keys = dict.fromkeys([*HPARAMS, *hparams])
-            hp.hparams_config(
-                hparams=[hp.HParam(k, description=HPARAMS.get(k)) for k in keys],
-                metrics=[hp.Metric(f"final/{n}", display_name=n, description=_metric_description(n))
-                         for n in FINAL_METRICS],
-            )
-            hp.hparams(dict(hparams), trial_id=tb_dir.parent.name)
-            for name in names:
+            hp.hparams(dict(hparams), trial_id=Path(tb_dir).parent.name)
+            for name in FINAL_METRICS:
                 if name in scores:
                     tf.summary.scalar(f"final/{name}", scores[name], step=step,
                                       description=_metric_description(name))
@@ -372,10 +374,11 @@ def write_hparams(tb_dir: str | Path, hparams: Mapping[str, Any], metrics: Mappi
         writer.flush()
     finally:
         writer.close()
-    return tb_dir
+    return out
 
 
 __all__ = [
     "ScalarBoard", "attention_panels", "overlay", "panel_titles", "scalar_descriptions", "run_hparams",
     "final_scores", "settings_markdown", "write_hparams", "HPARAMS", "FINAL_METRICS", "PANEL_DESCRIPTION",
+    "SUMMARY_RUN",
 ]

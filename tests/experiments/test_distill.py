@@ -82,7 +82,8 @@ def test_distill_end_to_end_then_reuse(tmp_path):
             assert best["logs"][f"val_{key}"] == pytest.approx(val[key], abs=1e-9), (run_dir.name, key)
     # TensorBoard: one run per model with its hyperparameters and final scores
     for run_dir, role, mag in ((teacher, "teacher", 10.0), (student, "student", 2.5)):
-        acc = event_accumulator.EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+        acc = event_accumulator.EventAccumulator(str(run_dir / "tb" / "hparams"),
+                                                 size_guidance={"tensors": 0}).Reload()
         start = hp_metadata.parse_session_start_info_plugin_data(
             acc.PluginTagToContent("hparams")[hp_metadata.SESSION_START_INFO_TAG])
         hparams = start.hparams
@@ -90,8 +91,9 @@ def test_distill_end_to_end_then_reuse(tmp_path):
         (final,) = acc.Tensors("final/test_balanced_accuracy")
         test = json.loads((run_dir / "metrics_test.json").read_text())
         assert float(tf.make_ndarray(final.tensor_proto)) == pytest.approx(test["balanced_accuracy"])
-        assert "val/kappa" in acc.Tags()["tensors"]
-    assert "attention/validation_patches" in acc.Tags()["tensors"]  # the student's
+        curves = event_accumulator.EventAccumulator(str(run_dir / "tb"), {"tensors": 0}).Reload()
+        assert "val/kappa" in curves.Tags()["tensors"]
+    assert "attention/validation_patches" in curves.Tags()["tensors"]  # the student's
     assert ExperimentConfig.load(student / "config.yaml").data.student_mag == 2.5
     export = only(f"saved_models/{student.name}/1/saved_model.pb", tmp_path)
     assert export.is_file()

@@ -244,18 +244,20 @@ def test_hparams_and_final_scores_are_read_back_by_tensorboard(tmp_path):
     metrics = {"val": {"balanced_accuracy": 0.5, "kappa": float("nan"), "macro_f1": 0.4, "accuracy": 0.5,
                        "confusion_matrix": [[1]]},
                "test": {"balanced_accuracy": 0.75, "kappa": 0.6, "macro_f1": 0.7, "accuracy": 0.8}}
-    board.write_hparams(tb, hparams, metrics, settings=cfg.to_dict())
-    acc = read_board(tb)
+    summary = board.write_hparams(tb, hparams, metrics, settings=cfg.to_dict())
+    assert summary == tb / "hparams"  # its own folder: the training curves in tb/ are no HParams metrics
+    acc = read_board(summary)
     content = acc.PluginTagToContent("hparams")
+    assert set(content) == {hp_metadata.SESSION_START_INFO_TAG}  # TensorBoard derives the experiment
     session = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
     got = {k: getattr(v, v.WhichOneof("kind")) for k, v in session.hparams.items()}
     assert got == {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
                    for k, v in hparams.items()}
-    assert session.group_name and "vgg_tiny_1.25x_run" in str(session)
-    experiment = hp_metadata.parse_experiment_plugin_data(content[hp_metadata.EXPERIMENT_TAG])
-    assert [h.name for h in experiment.hparam_infos] == list(board.HPARAMS)
-    assert all(h.description for h in experiment.hparam_infos)
-    assert [m.name.tag for m in experiment.metric_infos] == [f"final/{n}" for n in board.FINAL_METRICS]
+    assert "vgg_tiny_1.25x_run" in str(session)  # the trial id: the run directory's name
+    scalars = set(acc.Tags()["tensors"]) - {hp_metadata.SESSION_START_INFO_TAG}
+    assert scalars == {"run/settings", *(f"final/{n}" for n in board.FINAL_METRICS)}
+    assert set(board.FINAL_METRICS) == {f"{split}_{score}" for split in ("val", "test")
+                                        for score in ("balanced_accuracy", "kappa")}
 
     def last(tag):
         (event,) = acc.Tensors(tag)
