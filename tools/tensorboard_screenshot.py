@@ -5,7 +5,7 @@
 
 What it does, all on this machine:
 1. trains a tiny study with the committed ``distill`` command on a small synthetic benchmark
-   (64 px patches, vgg_tiny, a few epochs): the 10x teacher and students at 2.5x and 1.25x, with
+   (128 patches of 64 px, vgg_tiny, 8 epochs): the 10x teacher and students at 2.5x and 1.25x, with
    CE + FM + AT+ and with CE + FM (``--alpha-at 0``), seed 22;
 2. serves the runs with TensorBoard on 127.0.0.1 only (a free port);
 3. opens the HParams dashboard in headless Chromium (``chromium`` on PATH, or ``--chromium``) and
@@ -42,7 +42,8 @@ def tiny_config(folder: Path, epochs: int) -> Path:
     from ird_tf.config import ExperimentConfig, SyntheticConfig
 
     cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=8, patch_size=64)
+    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=16,
+                                         patch_size=64)
     cfg.data.image_size, cfg.data.batch_size = 64, 8
     cfg.data.cache_dir = str(folder / "cache")
     cfg.optim.epochs, cfg.optim.teacher_epochs = epochs, epochs
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "tensorboard_hparams.png")
     ap.add_argument("--scalars", type=Path, default=None, help="also save the scalars dashboard here")
     ap.add_argument("--keep", type=Path, default=None, help="train the study here and keep it")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     ap.add_argument("--size", default="1920,1000", help="browser window, WIDTH,HEIGHT")
     ap.add_argument("--wait-ms", type=int, default=20000, help="page time before the screenshot")
