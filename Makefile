@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= cpu,dev
 RES ?= 2.5
 LOGDIR ?= runs
+TB_ARGS ?=
 
 .PHONY: install run test lint benchmark reproduce tensorboard preview clean
 
@@ -31,8 +32,10 @@ benchmark: install
 reproduce: install
 	bash tools/reproduce_cpu.sh
 
+# Every run below LOGDIR (default: all runs) in one TensorBoard on 127.0.0.1; e.g. make tensorboard
+# LOGDIR=runs/students, or TB_ARGS="--port 6007".
 tensorboard: install
-	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 $(TB_ARGS)
 
 preview: install
 	$(PY) -m ird_tf.data.synthetic --preview docs/synthetic_preview.png

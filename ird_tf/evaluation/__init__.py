@@ -3,7 +3,6 @@
 from ird_tf.evaluation.metrics import (
     classification_metrics,
     format_table,
-    predict_labels,
     predict_proba,
     summarize_seeds,
     write_metrics,
@@ -12,7 +11,6 @@ from ird_tf.evaluation.metrics import (
 __all__ = [
     "classification_metrics",
     "format_table",
-    "predict_labels",
     "predict_proba",
     "summarize_seeds",
     "write_metrics",

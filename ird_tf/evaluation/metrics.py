@@ -1,6 +1,7 @@
 """Classification metrics of a trained model, their files, and the seed summaries of result tables.
 
-Metrics come from scikit-learn so the numbers match what others compute on the same predictions.
+Metrics come from scikit-learn so the numbers match what others compute on the same predictions; the
+scalar scores are defined once in :mod:`ird_tf.scoring` (shared with training's validation).
 Undefined values (the kappa of a set with a single class, the recall of a class absent from the
 labels) are NaN in memory and ``null`` / empty in the JSON and CSV files.
 """
@@ -23,8 +24,9 @@ from sklearn import metrics as skm
 
 from ird_tf.errors import DataError
 from ird_tf.files import write_text
+from ird_tf.scoring import SCORES, as_class_indices, classification_scores
 
-SCALARS = ("balanced_accuracy", "kappa", "macro_f1", "accuracy")
+SCALARS = SCORES
 
 
 def predict_proba(
@@ -57,9 +59,6 @@ def predict_proba(
     return np.concatenate(labels).astype(np.int64), np.concatenate(probs).astype(np.float32)
 
 
-predict_labels = predict_proba  # the name used in the module contracts
-
-
 def classification_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray,
@@ -69,32 +68,20 @@ def classification_metrics(
     """Balanced accuracy, quadratic-weighted Cohen's kappa, macro F1, accuracy, the confusion matrix
     (rows = true class, over ``range(num_classes)`` so absent classes keep their row) and per-class recall.
 
-    ``y_pred`` is class indices ``[N]`` or probabilities ``[N, C]`` (arg-maxed). Macro F1 averages the
-    classes present in labels or predictions (scikit-learn's default).
+    ``y_pred`` is class indices ``[N]`` or probabilities ``[N, C]`` (arg-maxed). The four scores come
+    from :func:`ird_tf.scoring.classification_scores`, the one definition training's validation uses
+    too (undefined kappa is NaN; macro F1 averages the classes present in labels or predictions).
     """
     y_true = np.asarray(y_true).reshape(-1)
-    y_pred = np.asarray(y_pred)
-    if y_pred.ndim == 2:
-        y_pred = y_pred.argmax(axis=1)
-    y_pred = y_pred.reshape(-1)
+    y_pred = as_class_indices(y_pred)
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} names, expected num_classes={num_classes}")
-    if y_true.size == 0 or y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape}: expected equal non-zero lengths")
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        if y.min() < 0 or y.max() >= num_classes:
-            raise ValueError(f"{name} holds classes outside 0..{num_classes - 1}: {sorted(set(y.tolist()))}")
+    result: dict[str, Any] = classification_scores(y_true, y_pred, num_classes)  # checks the inputs
     labels = list(range(num_classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # absent classes: reported as NaN, not as warnings
         recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
-        result = {
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-            "kappa": float(skm.cohen_kappa_score(y_true, y_pred, labels=labels, weights="quadratic")),
-            "macro_f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        }
     result.update(
         n=int(y_true.size),
         class_names=names,
@@ -135,7 +122,8 @@ def scalar_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
 def write_metrics(
     metrics: Mapping[str, Any], json_path: str | Path, csv_path: str | Path
 ) -> tuple[Path, Path]:
-    """Everything as JSON; the scalar metrics (:func:`scalar_row`) as a one-row CSV with a header."""
+    """Everything as JSON; the scalar metrics (:func:`scalar_row`) as a one-row CSV with a header. Both
+    files are written atomically."""
     json_path, csv_path = Path(json_path), Path(csv_path)
     write_text(json_path, json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
     row = scalar_row(metrics)

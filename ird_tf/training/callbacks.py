@@ -1,9 +1,11 @@
-"""Callbacks of a training run: validation metrics, checkpoints, crash-safe backup, divergence stop,
-history and TensorBoard extras.
+"""Callbacks of a training run: validation metrics, checkpoints, crash-safe backup, divergence stop and
+history (TensorBoard: ``ird_tf.training.board``).
 
-Every file is written atomically (a temporary file, then ``os.replace``): a process killed at any moment
-leaves either the old or the new version, never a torn one. Validation metrics use scikit-learn
-directly (the evaluation package sits above training).
+Every file is written atomically (``ird_tf.files.atomic_path``): a process killed at any moment leaves
+either the old or the new version, never a torn one. Validation scores come from ``ird_tf.scoring``,
+the definition the evaluation package uses too, so ``best.json`` and ``metrics_val.json`` agree for the
+same weights and split. An undefined score (kappa of a single-class split) is NaN in memory, ``nan`` in
+``history.csv`` and ``null`` in JSON files.
 """
 
 from __future__ import annotations
@@ -11,19 +13,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
-import warnings
 from pathlib import Path
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
-from ird_tf.attention import normalize_maps
+from ird_tf import files
 from ird_tf.errors import TrainingDiverged
+from ird_tf.scoring import classification_scores, improves, json_safe, mean_cross_entropy
 
 
 def classifier_of(model: keras.Model) -> keras.Model:
@@ -32,16 +31,14 @@ def classifier_of(model: keras.Model) -> keras.Model:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    """Strict JSON (NaN and infinities as ``null``), written atomically."""
+    files.write_json(path, json_safe(obj), allow_nan=False, default=float)
 
 
 def save_weights(model: keras.Model, path: Path) -> None:
     """``model.save_weights`` to a temporary ``.weights.h5`` then an atomic rename."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        model.save_weights(str(tmp))
 
 
 # -- validation --------------------------------------------------------------------------------------------
@@ -74,23 +71,10 @@ def logits_function(model: keras.Model, input_key: str | None = None):
 
 
 def validation_scores(labels: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Loss (mean cross-entropy), accuracy, balanced accuracy, quadratic Cohen's kappa and macro F1.
-    Kappa is 0 when undefined (labels and predictions all one class: no better than chance)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    pred = logits.argmax(axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kappa = cohen_kappa_score(labels, pred, weights="quadratic", labels=list(range(num_classes)))
-        scores = {
-            "loss": float(-log_p[np.arange(len(labels)), labels].mean()),
-            "accuracy": float((pred == labels).mean()),
-            "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
-            "kappa": float(kappa) if np.isfinite(kappa) else 0.0,
-            "macro_f1": float(f1_score(labels, pred, average="macro", labels=list(range(num_classes)),
-                                       zero_division=0)),
-        }
-    return scores
+    """Loss (mean cross-entropy, nats) and the scores of :func:`ird_tf.scoring.classification_scores`:
+    balanced accuracy, quadratic Cohen's kappa (NaN when undefined), macro F1 (over the classes present
+    in labels or predictions) and accuracy."""
+    return {"loss": mean_cross_entropy(labels, logits), **classification_scores(labels, logits, num_classes)}
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -206,7 +190,11 @@ def restore_backup(model: keras.Model, backup_dir: Path) -> int:
 # -- checkpoints and history -------------------------------------------------------------------------------
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the classifier's weights to ``best.weights.h5`` and ``best.json`` (epoch, 1-based, and the
-    epoch's logs) whenever ``monitor`` improves; the best value so far survives a resume."""
+    epoch's logs) whenever ``monitor`` improves; the best value so far survives a resume.
+
+    Selection follows :func:`ird_tf.scoring.improves`: a number always beats an undefined (NaN) value
+    and NaN never beats anything, so NaN is only ever chosen while every epoch so far was NaN: then the
+    first epoch is the best (``"value": null`` in ``best.json``) until an epoch has a number."""
 
     def __init__(self, run_dir: Path, monitor: str = "val_kappa", mode: str = "max"):
         super().__init__()
@@ -217,16 +205,18 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         path = self.run_dir / "best.json"
-        self.best = json.loads(path.read_text())["value"] if path.is_file() else None
+        if path.is_file():
+            value = json.loads(path.read_text())["value"]
+            self.best = math.nan if value is None else float(value)
+        else:
+            self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.monitor not in logs:
             raise ValueError(f"monitor={self.monitor!r} is not in the epoch logs; available: {sorted(logs)}")
         value = float(logs[self.monitor])
-        if not math.isfinite(value):
-            return
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+        if improves(value, self.best, self.mode):
             self.best = value
             save_weights(classifier_of(self.model), self.run_dir / "best.weights.h5")
             write_json(self.run_dir / "best.json", {"epoch": epoch + 1, "monitor": self.monitor,
@@ -263,12 +253,10 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def _write(self) -> None:
         keys = ["epoch", *sorted({k for r in self.rows for k in r} - {"epoch"})]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as f:
+        with files.atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def read_history_rows(path: Path) -> list[dict]:
@@ -288,63 +276,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
     return history
 
 
-# -- TensorBoard images ------------------------------------------------------------------------------------
-def overlay(images: np.ndarray, maps: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """Colour-mapped maps ``[n, h, w]`` (min-max normalised per image) blended over images
-    ``[n, S, S, 3]`` in [0, 1]."""
-    size = images.shape[1:3]
-    m = normalize_maps(tf.convert_to_tensor(maps[..., None], tf.float32), method="minmax")
-    m = tf.image.resize(m, size, method="bilinear").numpy()[..., 0].clip(0, 1)
-    heat = matplotlib.colormaps[cmap](m)[..., :3]
-    return ((1 - alpha) * images + alpha * heat).astype(np.float32)
-
-
-def attention_panels(distiller: keras.Model, x: dict, labels=None) -> np.ndarray:
-    """``[n, S, 4S, 3]`` panels: hr | lr | teacher map on hr | student map on lr, for the target class
-    (the label, else the teacher's prediction)."""
-    out = distiller.maps({"hr": tf.convert_to_tensor(x["hr"]), "lr": tf.convert_to_tensor(x["lr"])},
-                         None if labels is None else tf.cast(labels, tf.int32))
-    target = out["target"].numpy()
-
-    def pick(maps):
-        maps = maps.numpy()
-        return maps[..., 0] if maps.shape[-1] == 1 else maps[np.arange(len(target)), ..., target]
-
-    hr = np.asarray(x["hr"], np.float32)
-    lr = tf.image.resize(np.asarray(x["lr"], np.float32), hr.shape[1:3], method="nearest").numpy()
-    panels = [hr, lr, overlay(hr, pick(out["teacher"])), overlay(lr, pick(out["student"]))]
-    return np.concatenate(panels, axis=2).clip(0, 1)
-
-
-class AttentionImages(keras.callbacks.Callback):
-    """Each ``every`` epochs, writes ``tf.summary.image`` panels of a fixed validation batch with the
-    teacher's and the student's attention maps (outside the train step; cheap: one small batch)."""
-
-    def __init__(self, val_batch, log_dir: Path, every: int = 1, max_images: int = 4):
-        super().__init__()
-        x, labels = val_batch if isinstance(val_batch, tuple | list) else (val_batch, None)
-        n = int(max_images)
-        self.x = {k: np.asarray(x[k])[:n] for k in ("hr", "lr")}
-        self.labels = None if labels is None else np.asarray(labels)[:n]
-        self.log_dir, self.every, self.n = Path(log_dir), max(1, int(every)), n
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        panels = attention_panels(self.model, self.x, self.labels)
-        self._writer = self._writer or tf.summary.create_file_writer(str(self.log_dir))
-        with self._writer.as_default():
-            tf.summary.image("hr | lr | teacher map | student map", panels, step=epoch, max_outputs=self.n)
-        self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-
-
 __all__ = [
     "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
     "restore_backup", "read_backup", "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
-    "AttentionImages", "attention_panels", "overlay", "predict_logits", "validation_scores", "classifier_of",
+    "predict_logits", "validation_scores", "classifier_of",
 ]

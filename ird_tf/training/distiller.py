@@ -82,6 +82,11 @@ class Distiller(Wrapper):
         return self.student
 
     @property
+    def term_weights(self) -> dict[str, float]:
+        """The configured loss terms and their weights (``LossConfig.weights()``)."""
+        return dict(self._weights_by_term)
+
+    @property
     def term_names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self._weights_by_term)
 

@@ -7,7 +7,8 @@ Run directory after ``fit``::
     best.json           that epoch (1-based), the monitored value and the epoch's logs
     last.weights.h5     classifier weights after the last completed epoch
     history.csv         one row per epoch: every loss term, accuracy, learning rate, val metrics
-    tb/                 TensorBoard: train/ and validation/ scalars, attention/ images (Distiller)
+    tb/                 TensorBoard (one run): described scalars per epoch (step = epoch, from 1), titled
+                        attention panels (Distiller); hparams and final scores when the caller adds them
     done.json           written last; a run with it returns at once
 
 Killed at any moment (SIGKILL included), the same call resumes from the last backup (epoch, weights and
@@ -18,12 +19,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from ird_tf.config import ConfigError, OptimConfig
+from ird_tf.progress import say
+from ird_tf.training import board
 from ird_tf.training import callbacks as cb
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.runtime import worker_dir
@@ -66,6 +70,7 @@ def fit(
     backup_every_steps: int | None = None,
     attention_images: int = 4,
     restore_best: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
     """Trains a compiled ``Teacher``/``Distiller`` (or any model with a custom ``train_step``) for
     ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
@@ -76,6 +81,7 @@ def fit(
     model's own ``call``. ``attention_images``: number of validation patches drawn with teacher and
     student maps in TensorBoard each epoch (Distiller only; 0 switches it off). ``restore_best``: load
     ``best.weights.h5`` into the classifier at the end (also when the run had already finished).
+    ``class_names``: titles of the attention panels (default: the class indices).
     Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
     state; ``done.json`` is not written).
     """
@@ -85,14 +91,14 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     done = out / "done.json"
     if done.is_file() and json.loads(done.read_text()).get("epochs", 0) >= epochs:
-        print(f"[fit] {out} already finished ({epochs} epochs); nothing to do", flush=True)
+        say(f"{out} already finished ({epochs} epochs); nothing to do", source="fit")
         _load_best(model, out, restore_best)
         return cb.read_history(out / "history.csv")
     with model.distribute_strategy.scope():
         initial_epoch = cb.restore_backup(model, out / "backup")
     what = f"resuming after epoch {initial_epoch}" if initial_epoch else "starting"
-    print(f"[fit] {type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
-          flush=True)
+    say(f"{type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
+        source="fit")
 
     callbacks: list[keras.callbacks.Callback] = [cb.StopOnNonFinite(out)]
     if val_ds is not None:
@@ -103,11 +109,13 @@ def fit(
     callbacks += [
         cb.LastCheckpoint(out),
         cb.HistoryCSV(out / "history.csv", initial_epoch=initial_epoch),
-        keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False, profile_batch=0),
     ]
-    if isinstance(model, Distiller) and val_ds is not None and attention_images > 0:
-        callbacks.append(cb.AttentionImages(first_batch(val_ds, attention_images), out / "tb" / "attention",
-                                            max_images=attention_images))
+    show_maps = isinstance(model, Distiller) and val_ds is not None and attention_images > 0
+    callbacks.append(board.ScalarBoard(
+        out / "tb", term_weights=getattr(model, "term_weights", {}),
+        label_smoothing=_label_smoothing(model),
+        val_batch=first_batch(val_ds, attention_images) if show_maps else None,
+        class_names=class_names, num_classes=num_classes, max_images=attention_images))
     callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps)]
 
     start = time.time()
@@ -132,6 +140,12 @@ def _check_datasets(train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, s
         )
     if val_ds is not None and int(val_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
         raise ValueError("fit: val_ds repeats forever; validation needs one finite pass (training=False)")
+
+
+def _label_smoothing(model: keras.Model) -> float:
+    if isinstance(model, Distiller):
+        return model.loss_cfg.label_smoothing
+    return float(getattr(model, "label_smoothing", 0.0))
 
 
 def _load_best(model: keras.Model, run_dir: Path, restore_best: bool) -> None:

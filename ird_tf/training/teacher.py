@@ -54,6 +54,11 @@ class Teacher(Wrapper):
     def metrics(self):
         return [self.loss_tracker, self.ce_tracker, self.accuracy_tracker]
 
+    @property
+    def term_weights(self) -> dict[str, float]:
+        """The loss terms and their weights: cross-entropy alone."""
+        return {"ce": 1.0}
+
     def call(self, x, training=False):
         images = x[self.input_key] if isinstance(x, dict) else x
         return self.classifier(images, training=training)

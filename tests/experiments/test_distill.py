@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from ird_tf.config import ExperimentConfig, SyntheticConfig
 
@@ -71,6 +74,26 @@ def test_distill_end_to_end_then_reuse(tmp_path):
     assert len(rows) == 2
     assert {"ce", "fm", "at", "loss", "val_kappa", "learning_rate"} <= set(rows[0])
     assert list((student / "tb").rglob("events.out.tfevents*"))
+    # one definition of the scores: best.json (training's validation) = metrics_val.json (evaluation)
+    for run_dir in (teacher, student):
+        best = json.loads((run_dir / "best.json").read_text())
+        val = json.loads((run_dir / "metrics_val.json").read_text())
+        for key in ("kappa", "balanced_accuracy", "macro_f1"):
+            assert best["logs"][f"val_{key}"] == pytest.approx(val[key], abs=1e-9), (run_dir.name, key)
+    # TensorBoard: one run per model with its hyperparameters and final scores
+    for run_dir, role, mag in ((teacher, "teacher", 10.0), (student, "student", 2.5)):
+        acc = event_accumulator.EventAccumulator(str(run_dir / "tb" / "hparams"),
+                                                 size_guidance={"tensors": 0}).Reload()
+        start = hp_metadata.parse_session_start_info_plugin_data(
+            acc.PluginTagToContent("hparams")[hp_metadata.SESSION_START_INFO_TAG])
+        hparams = start.hparams
+        assert (hparams["role"].string_value, hparams["magnification"].number_value) == (role, mag)
+        (final,) = acc.Tensors("final/test_balanced_accuracy")
+        test = json.loads((run_dir / "metrics_test.json").read_text())
+        assert float(tf.make_ndarray(final.tensor_proto)) == pytest.approx(test["balanced_accuracy"])
+        curves = event_accumulator.EventAccumulator(str(run_dir / "tb"), {"tensors": 0}).Reload()
+        assert "val/kappa" in curves.Tags()["tensors"]
+    assert "attention/validation_patches" in curves.Tags()["tensors"]  # the student's
     assert ExperimentConfig.load(student / "config.yaml").data.student_mag == 2.5
     export = only(f"saved_models/{student.name}/1/saved_model.pb", tmp_path)
     assert export.is_file()

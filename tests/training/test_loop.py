@@ -1,5 +1,6 @@
-"""fit: run directory, best-by-kappa checkpoint, history, TensorBoard, done marker; divergence stop;
-resume after SIGKILL in a real subprocess."""
+"""fit: run directory, best-by-kappa checkpoint, history, TensorBoard (read back with TensorBoard's own
+event reader: tags, descriptions, steps, images, hparams), done marker; divergence stop; resume after
+SIGKILL in a real subprocess."""
 
 import json
 import os
@@ -13,11 +14,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
-from ird_tf.config import LossConfig
+from ird_tf.config import LossConfig, preset
+from ird_tf.evaluation.metrics import classification_metrics, predict_proba
 from ird_tf.models import build_classifier
-from ird_tf.training import Distiller, Teacher, TrainingDiverged, fit
-from ird_tf.training.callbacks import validation_scores
+from ird_tf.scoring import json_safe
+from ird_tf.training import Distiller, Teacher, TrainingDiverged, board, fit
+from ird_tf.training.callbacks import BestCheckpoint, validation_scores
 
 S, B, C = 32, 8, 4
 
@@ -36,16 +40,6 @@ def np_quadratic_kappa(y, p, k):
     return 1 - (w * o).sum() / (w * e).sum()
 
 
-def tb_events(root: Path) -> dict[str, dict[str, list]]:
-    """{run folder: {tag: [summary values]}} of every event file under ``root``."""
-    out: dict[str, dict[str, list]] = {}
-    for f in root.rglob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(f)):
-            for v in event.summary.value:
-                out.setdefault(f.parent.name, {}).setdefault(v.tag, []).append((event.step, v))
-    return out
-
-
 def test_validation_scores_against_formulas():
     y = np.array([0, 1, 2, 3, 3, 2, 1, 0])
     logits = np.eye(4)[[0, 1, 2, 2, 3, 1, 1, 3]] * 3.0
@@ -59,7 +53,72 @@ def test_validation_scores_against_formulas():
     assert scores["loss"] == pytest.approx(-z[np.arange(8), y].mean())
     f1 = [2 * np.sum((p == c) & (y == c)) / (np.sum(p == c) + np.sum(y == c)) for c in range(4)]
     assert scores["macro_f1"] == pytest.approx(np.mean(f1))
-    assert validation_scores(np.zeros(4, int), np.tile([1.0, 0, 0, 0], (4, 1)), 4)["kappa"] == 0.0
+    assert np.isnan(validation_scores(np.zeros(4, int), np.tile([1.0, 0, 0, 0], (4, 1)), 4)["kappa"])
+
+
+@pytest.mark.parametrize("y, pred", [
+    ([0, 0, 0, 0], [0, 0, 0, 0]),  # one class in labels and predictions: kappa undefined
+    ([0, 1, 0, 1, 1], [0, 1, 1, 1, 2]),  # three of four classes present: macro F1 over those
+])
+def test_validation_scores_are_the_evaluation_metrics(y, pred):
+    """history.csv/best.json (validation_scores) and metrics_<split>.json (classification_metrics) use
+    one definition: same predictions, same numbers, NaN included."""
+    logits = np.eye(C)[pred] * 3.0
+    val = validation_scores(np.array(y), logits, C)
+    evaluated = classification_metrics(y, logits, C)
+    for key in ("balanced_accuracy", "kappa", "macro_f1", "accuracy"):
+        np.testing.assert_equal(val[key], evaluated[key], err_msg=key)
+
+
+def test_best_checkpoint_never_picks_nan_over_a_number(tmp_path):
+    net = build_classifier("vgg_tiny", C, (S, S, 3))
+    best = BestCheckpoint(tmp_path)
+    best.set_model(net)
+    chosen = []
+    best.on_train_begin()
+    for epoch, kappa in enumerate([np.nan, np.nan, 0.2, np.nan, 0.1, 0.3]):
+        best.on_epoch_end(epoch, {"val_kappa": kappa})
+        chosen.append(json.loads((tmp_path / "best.json").read_text())["epoch"])
+    assert chosen == [1, 1, 3, 3, 3, 6]
+    # all undefined: the first epoch is kept, its value is null in strict JSON, and a resume reads it back
+    all_nan = tmp_path / "all_nan"
+    all_nan.mkdir()
+    best = BestCheckpoint(all_nan)
+    best.set_model(net)
+    best.on_train_begin()
+    for epoch in range(2):
+        best.on_epoch_end(epoch, {"val_kappa": np.nan, "val_loss": 1.0})
+    saved = json.loads((all_nan / "best.json").read_text())
+    assert (saved["epoch"], saved["value"], saved["logs"]["val_kappa"]) == (1, None, None)
+    assert (all_nan / "best.weights.h5").is_file()
+    best.on_train_begin()
+    best.on_epoch_end(2, {"val_kappa": 0.0})
+    assert json.loads((all_nan / "best.json").read_text())["epoch"] == 3
+
+
+def test_best_json_agrees_with_the_evaluation_of_the_same_weights(tmp_path):
+    """A tiny run whose validation split has two of the four classes (the macro-F1 rules of the old
+    code differed there): best.json's scores equal classification_metrics of best.weights.h5 on the
+    same split, computed the way metrics_val.json is."""
+    keras.utils.set_random_seed(5)
+    x, y = data(6, 16)
+    val_x, _ = data(7, 12)
+    val_y = np.array([0, 1] * 6, np.int32)
+    student = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3), name="alone")
+    model = Teacher(student, input_key="lr")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
+    fit(model, train, val, run_dir=tmp_path, epochs=2, steps_per_epoch=2, num_classes=C, val_input_key="lr")
+    best = json.loads((tmp_path / "best.json").read_text())
+    net = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3))
+    net.load_weights(str(tmp_path / "best.weights.h5"))
+    y_true, y_prob = predict_proba(net, val, input_key="lr")
+    evaluated = classification_metrics(y_true, y_prob, C)
+    as_json = json.loads(json.dumps(json_safe(evaluated)))
+    assert best["value"] == as_json["kappa"]  # both null when undefined
+    for key in ("balanced_accuracy", "kappa", "macro_f1", "accuracy"):
+        assert best["logs"][f"val_{key}"] == pytest.approx(as_json[key], abs=1e-9), key
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +134,7 @@ def finished_run(tmp_path_factory):
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
     val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
     history = fit(model, train, val, run_dir=run_dir, epochs=3, steps_per_epoch=2, num_classes=C,
-                  attention_images=2)
+                  attention_images=2, class_names=("NC", "G3", "G4", "G5"))
     return model, train, val, (val_x, val_y), run_dir, history
 
 
@@ -107,19 +166,108 @@ def test_fit_writes_history_checkpoints_and_done_marker(finished_run):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_tensorboard_has_every_term_learning_rate_val_metrics_and_attention_images(finished_run):
-    run_dir = finished_run[4]
-    events = tb_events(run_dir / "tb")
-    train_tags = set(events["train"])
-    terms = {"epoch_loss", "epoch_ce", "epoch_fm", "epoch_at", "epoch_accuracy", "epoch_learning_rate"}
-    assert terms <= train_tags
-    val_metrics = {"epoch_kappa", "epoch_balanced_accuracy", "epoch_macro_f1", "epoch_loss"}
-    assert val_metrics <= set(events["validation"])
-    (images,) = events["attention"].values()
-    assert sorted(step for step, _ in images) == [0, 1, 2]
-    width, height = (int(b) for b in images[0][1].tensor.string_val[:2])
-    assert (width, height) == (4 * S, S)  # hr | lr | teacher overlay | student overlay
-    assert len(images[0][1].tensor.string_val) == 2 + 2  # two patches
+def read_board(tb_dir: Path):
+    """TensorBoard's own reader over a run's tb/ folder (every event file in it)."""
+    acc = event_accumulator.EventAccumulator(str(tb_dir), size_guidance={event_accumulator.TENSORS: 0})
+    return acc.Reload()
+
+
+def test_tensorboard_tags_descriptions_epochs_from_one_and_titled_attention_images(finished_run):
+    run_dir, history = finished_run[4], finished_run[5]
+    assert [p.name for p in (run_dir / "tb").iterdir() if p.is_dir()] == []  # one run, no train/ validation/
+    acc = read_board(run_dir / "tb")
+    tags = set(acc.Tags()["tensors"])
+    scalars = {"train/loss_total", "train/accuracy", "val/cross_entropy", "val/accuracy",
+               "val/balanced_accuracy", "val/kappa", "val/macro_f1", "optimizer/learning_rate",
+               *(f"train_terms{kind}/{t}" for kind in ("", "_weighted") for t in ("ce", "fm", "at"))}
+    assert tags == scalars | {"attention/validation_patches"}
+    for tag in tags:
+        assert acc.SummaryMetadata(tag).summary_description, f"{tag} has no description"
+        assert [e.step for e in acc.Tensors(tag)] == [1, 2, 3], tag  # epochs as in history.csv
+    describe = acc.SummaryMetadata
+    assert "1·ce + 0.1·fm + 10·at" in describe("train/loss_total").summary_description
+    assert "NOT comparable with val/cross_entropy" in describe("train/loss_total").summary_description
+    assert "weight in train/loss_total is 10" in describe("train_terms/at").summary_description
+    assert describe("train_terms_weighted/fm").summary_description.startswith("0.1·fm")
+
+    def values(tag):
+        return [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+
+    # the values are history.csv's: same epochs, same numbers; weighted terms add up to the total
+    for tag, column in (("train/loss_total", "loss"), ("train_terms/at", "at"), ("val/kappa", "val_kappa"),
+                        ("val/cross_entropy", "val_loss"), ("optimizer/learning_rate", "learning_rate")):
+        np.testing.assert_allclose(values(tag), history[column], rtol=1e-6, err_msg=tag)
+    np.testing.assert_allclose(values("train_terms_weighted/at"), 10 * np.array(history["at"]), rtol=1e-6)
+    weighted = sum(np.array(values(f"train_terms_weighted/{t}")) for t in ("ce", "fm", "at"))
+    np.testing.assert_allclose(weighted, values("train/loss_total"), rtol=1e-5)
+
+    images = acc.Tensors("attention/validation_patches")
+    assert describe("attention/validation_patches").plugin_data.plugin_name == "images"
+    for event in images:
+        width, height, *pngs = tf.make_ndarray(event.tensor_proto)
+        assert len(pngs) == 2  # two patches each epoch
+        assert int(width) > 4 * S and int(height) > S  # four panels with titles and captions around them
+        assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
+
+
+def test_panel_titles_name_true_class_map_class_and_both_probabilities():
+    names = ["NC", "G3", "G4", "G5"]
+    p_teacher = np.array([[0.1, 0.7, 0.1, 0.1]])
+    p_student = np.array([[0.1, 0.3, 0.5, 0.1]])
+    (panel,) = board.panel_titles(np.array([1]), np.array([1]), p_teacher, p_student, names)
+    assert panel["title"] == "true class: G3 · maps of class G3 (the true class)"
+    green, red = board.CORRECT_COLOUR, board.WRONG_COLOUR
+    assert panel["captions"]["teacher"] == ("teacher: p(G3) = 0.70\ntop class G3 (0.70)", green)
+    assert panel["captions"]["student"] == ("student: p(G3) = 0.30\ntop class G4 (0.50)", red)
+    (no_label,) = board.panel_titles(None, np.array([1]), p_teacher, p_student, names)
+    assert no_label["title"] == "true class: unknown · map of class G3 (teacher's prediction)"
+
+
+def test_hparams_and_final_scores_are_read_back_by_tensorboard(tmp_path):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    cfg = preset("cpu")
+    cfg.run.seed, cfg.data.student_mag, cfg.loss.at = 32, 1.25, 5.0
+    hparams = board.run_hparams(cfg, "distill")
+    assert hparams == {
+        "role": "student", "magnification": 1.25, "teacher_magnification": 10.0, "mode": "upsampled",
+        "method": "ce+fm+at", "label_free": False, "w_ce": 1.0, "w_fm": 0.1, "w_at": 5.0, "w_zk_at": 0.0,
+        "w_kd": 0.0, "w_fmap": 0.0, "at_norm": "minmax", "at_distance": "l2", "backbone": "vgg_tiny",
+        "init": "none", "seed": 32, "epochs": cfg.optim.epochs, "learning_rate": cfg.optim.learning_rate,
+        "batch_size": cfg.data.batch_size, "data": "synthetic", "fold": "Val1"}
+    assert set(hparams) == set(board.HPARAMS)
+    teacher = board.run_hparams(cfg, "teacher")
+    assert (teacher["role"], teacher["magnification"], teacher["method"], teacher["w_at"],
+            teacher["epochs"]) == ("teacher", 10.0, "teacher", 0.0, cfg.optim.teacher_epochs)
+
+    tb = tmp_path / "vgg_tiny_1.25x_run" / "tb"
+    metrics = {"val": {"balanced_accuracy": 0.5, "kappa": float("nan"), "macro_f1": 0.4, "accuracy": 0.5,
+                       "confusion_matrix": [[1]]},
+               "test": {"balanced_accuracy": 0.75, "kappa": 0.6, "macro_f1": 0.7, "accuracy": 0.8}}
+    summary = board.write_hparams(tb, hparams, metrics, settings=cfg.to_dict())
+    assert summary == tb / "hparams"  # its own folder: the training curves in tb/ are no HParams metrics
+    acc = read_board(summary)
+    content = acc.PluginTagToContent("hparams")
+    assert set(content) == {hp_metadata.SESSION_START_INFO_TAG}  # TensorBoard derives the experiment
+    session = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
+    got = {k: getattr(v, v.WhichOneof("kind")) for k, v in session.hparams.items()}
+    assert got == {k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+                   for k, v in hparams.items()}
+    assert "vgg_tiny_1.25x_run" in str(session)  # the trial id: the run directory's name
+    scalars = set(acc.Tags()["tensors"]) - {hp_metadata.SESSION_START_INFO_TAG}
+    assert scalars == {"run/settings", *(f"final/{n}" for n in board.FINAL_METRICS)}
+    assert set(board.FINAL_METRICS) == {f"{split}_{score}" for split in ("val", "test")
+                                        for score in ("balanced_accuracy", "kappa")}
+
+    def last(tag):
+        (event,) = acc.Tensors(tag)
+        return event.step, float(tf.make_ndarray(event.tensor_proto))
+
+    assert last("final/test_kappa") == (cfg.optim.epochs, pytest.approx(0.6))
+    assert np.isnan(last("final/val_kappa")[1])  # undefined stays undefined
+    assert acc.SummaryMetadata("final/test_kappa").summary_description.startswith("quadratic-weighted")
+    text = tf.make_ndarray(acc.Tensors("run/settings")[0].tensor_proto).item().decode()
+    assert "| w_at | 5.0 |" in text and "kd_temperature" in text
 
 
 def test_finished_run_returns_at_once(finished_run, capsys):
@@ -177,7 +325,9 @@ def test_datasets_that_cannot_feed_the_run_are_refused(tmp_path):
 RESUME_SCRIPT = """
 import json, sys, time
 import keras, numpy as np, tensorflow as tf
-from ird_tf.config import LossConfig
+from tensorboard.backend.event_processing import event_accumulator
+
+from ird_tf.config import LossConfig, preset
 from ird_tf.models import build_classifier
 from ird_tf.training import Distiller, fit
 
