@@ -15,6 +15,6 @@ Typical use (the command line does this)::
 from ird_tf.errors import TrainingDiverged
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.loop import fit, make_optimizer
-from ird_tf.training.teacher import Teacher
+from ird_tf.training.supervised import Supervised
 
-__all__ = ["Teacher", "Distiller", "fit", "make_optimizer", "TrainingDiverged"]
+__all__ = ["Supervised", "Distiller", "fit", "make_optimizer", "TrainingDiverged"]

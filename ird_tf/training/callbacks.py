@@ -26,7 +26,7 @@ from ird_tf.scoring import classification_scores, improves, json_safe, mean_cros
 
 
 def classifier_of(model: keras.Model) -> keras.Model:
-    """The network a wrapper trains (``Teacher.classifier``, ``Distiller.student``), else the model."""
+    """The network a wrapper trains (``Supervised.classifier``, ``Distiller.student``), else the model."""
     return getattr(model, "classifier", model)
 
 
@@ -45,7 +45,7 @@ def save_weights(model: keras.Model, path: Path) -> None:
 def predict_logits(model: keras.Model, dataset: tf.data.Dataset, input_key: str | None = None,
                    fn=None) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, logits)`` over a finite ``(x, label)`` dataset. Without ``input_key`` the model's own
-    ``call`` picks the input (``Teacher``: its key, ``Distiller``: ``lr``); with it, the classifier gets
+    ``call`` picks the input (``Supervised``: its key, ``Distiller``: ``lr``); with it, the classifier gets
     ``x[input_key]``. ``fn``: a compiled ``x -> logits`` to reuse across calls."""
     fn = fn or logits_function(model, input_key)
     labels, logits = [], []

@@ -26,13 +26,13 @@ from ird_tf.training.steps import (
     step_logs,
     unpack,
 )
-from ird_tf.training.teacher import Teacher
+from ird_tf.training.supervised import Supervised
 
 
 class Distiller(Wrapper):
     """``Distiller(teacher_model, student_model, loss_cfg, labeled=True)``.
 
-    ``teacher_model``: a trained classifier (or a ``Teacher``); it is frozen here. ``student_model``: the
+    ``teacher_model``: a trained classifier (or a ``Supervised``); it is frozen here. ``student_model``: the
     classifier to train; ``call`` returns its outputs for ``x["lr"]`` and checkpoints save it.
     Labels are optional per batch: a batch of ``{"hr", "lr"}`` alone trains label-free (DiPalma et al.)
     with the configured terms that need no labels (CE is left out of that step, and of its logs), and
@@ -46,7 +46,7 @@ class Distiller(Wrapper):
                  labeled: bool = True, name: str = "distiller", **kwargs):
         super().__init__(name=name, dtype=student_model.dtype_policy, **kwargs)
         loss_cfg.validate()
-        if isinstance(teacher_model, Teacher):
+        if isinstance(teacher_model, Supervised):
             teacher_model = teacher_model.classifier
         teacher_model.trainable = False
         self.teacher = teacher_model

@@ -72,7 +72,7 @@ def fit(
     restore_best: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Trains a compiled ``Teacher``/``Distiller`` (or any model with a custom ``train_step``) for
+    """Trains a compiled ``Supervised``/``Distiller`` (or any model with a custom ``train_step``) for
     ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
     ``val_ds`` (finite, ``(x, label)``) each epoch, and returns the whole history ``{column: [per
     epoch]}`` as in ``history.csv`` (over all resumes).

@@ -126,7 +126,7 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
 
     Keras's ``fit`` runs ``train_step`` once per replica on its share of the global batch and sums the
     gradients over replicas; the custom steps therefore divide their loss by the number of replicas
-    before ``optimizer.scale_loss``/``apply`` (see ``Teacher.train_step``)."""
+    before ``optimizer.scale_loss``/``apply`` (see ``Supervised.train_step``)."""
     if name not in STRATEGIES:
         raise ConfigError(f"run.strategy={name!r} is not accepted; expected one of {list(STRATEGIES)}")
     if name == "default":

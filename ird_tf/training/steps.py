@@ -1,4 +1,4 @@
-"""What the custom train steps of ``Teacher`` and ``Distiller`` share: batch unpacking, the loss share
+"""What the custom train steps of ``Supervised`` and ``Distiller`` share: batch unpacking, the loss share
 of a replica, step logs that survive multi-worker reduction, float32 outputs, and the wrapper base
 that builds without data.
 """

@@ -10,7 +10,7 @@ from ird_tf.attention import attention_maps
 from ird_tf.config import ConfigError, LossConfig
 from ird_tf.losses import TermInputs, feature_matching, get_term
 from ird_tf.models import build_classifier
-from ird_tf.training import Distiller, Teacher
+from ird_tf.training import Distiller, Supervised
 
 S, B, C = 32, 8, 4
 
@@ -143,7 +143,7 @@ def test_a_batch_without_labels_trains_with_the_label_free_terms(nets, student):
 
 def test_target_class_maps_use_labels_else_the_teacher_prediction(nets):
     teacher, student = nets
-    model = Distiller(Teacher(teacher), student, LossConfig(at_classes="target"))
+    model = Distiller(Supervised(teacher), student, LossConfig(at_classes="target"))
     assert model.teacher is teacher
     x, _ = batch(5)
     predicted = teacher(x["hr"])["logits"].numpy().argmax(1)

@@ -20,7 +20,7 @@ from ird_tf.config import LossConfig, preset
 from ird_tf.evaluation.metrics import classification_metrics, predict_proba
 from ird_tf.models import build_classifier
 from ird_tf.scoring import json_safe
-from ird_tf.training import Distiller, Teacher, TrainingDiverged, board, fit
+from ird_tf.training import Distiller, Supervised, TrainingDiverged, board, fit
 from ird_tf.training.callbacks import BestCheckpoint, validation_scores
 
 S, B, C = 32, 8, 4
@@ -105,7 +105,7 @@ def test_best_json_agrees_with_the_evaluation_of_the_same_weights(tmp_path):
     val_x, _ = data(7, 12)
     val_y = np.array([0, 1] * 6, np.int32)
     student = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3), name="alone")
-    model = Teacher(student, input_key="lr")
+    model = Supervised(student, input_key="lr")
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
     val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
@@ -285,7 +285,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
     size, view = (S, "hr") if wrapper == "teacher" else (S // 2, "lr")
     net = build_classifier("vgg_tiny", C, (size, size, 3), name="n")
     if wrapper == "teacher":
-        model = Teacher(net)
+        model = Supervised(net)
     else:  # the student (net) on the half-size view learns from a frozen teacher with CE + FM + AT+
         teacher = build_classifier("vgg_tiny", C, (S, S, 3), name="t")
         model = Distiller(teacher, net, LossConfig(ce=1.0, fm=0.1, at=10.0))
@@ -312,7 +312,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
 
 
 def test_datasets_that_cannot_feed_the_run_are_refused(tmp_path):
-    model = Teacher(build_classifier("vgg_tiny", C, (S, S, 3)))
+    model = Supervised(build_classifier("vgg_tiny", C, (S, S, 3)))
     finite = tf.data.Dataset.from_tensor_slices(data(0, 2 * B)).batch(B)
     with pytest.raises(ValueError, match=r"yields 2 batches but steps_per_epoch=3; .* must repeat"):
         fit(model, finite, finite, run_dir=tmp_path, epochs=1, steps_per_epoch=3, num_classes=C)

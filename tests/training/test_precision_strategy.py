@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ird_tf.config import ConfigError, LossConfig
 from ird_tf.models import build_classifier
-from ird_tf.training import Distiller, Teacher, runtime
+from ird_tf.training import Distiller, Supervised, runtime
 
 S, B, C = 32, 8, 4
 
@@ -63,7 +63,7 @@ def test_mixed_precision_steps_scale_the_loss_and_keep_float32_maths(policy):
     scale = float(model.optimizer.dynamic_scale) if scaled_by_keras else 1.0
     assert float(scaled) == pytest.approx(float(loss) * scale, rel=1e-5)  # scale_loss inside the tape
 
-    trainer = Teacher(teacher, input_key="hr")
+    trainer = Supervised(teacher, input_key="hr")
     teacher.trainable = True
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     w0 = teacher.trainable_variables[0].numpy().copy()

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from ird_tf.config import LossConfig
 from ird_tf.models import build_classifier
-from ird_tf.training import Distiller, Teacher
+from ird_tf.training import Distiller, Supervised
 
 NUM_CLASSES = 4
 PYTORCH_REFERENCE_IMG_S = 3.3
@@ -47,7 +47,7 @@ def _models(backbone: str, size: int) -> dict[str, keras.Model]:
     keras.utils.set_random_seed(0)
     shape = (size, size, 3)
     models: dict[str, keras.Model] = {
-        "teacher": Teacher(build_classifier(backbone, NUM_CLASSES, shape, name="teacher_trained"))
+        "teacher": Supervised(build_classifier(backbone, NUM_CLASSES, shape, name="teacher_trained"))
     }
     frozen = build_classifier(backbone, NUM_CLASSES, shape, name="teacher")
     student = build_classifier(backbone, NUM_CLASSES, shape, name="student")

@@ -1,4 +1,4 @@
-"""Teacher: the custom train step against a hand-computed SGD step; logs; inputs; optimizers."""
+"""Supervised: the custom train step against a hand-computed SGD step; logs; inputs; optimizers."""
 
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from ird_tf.config import ConfigError, OptimConfig
 from ird_tf.models import build_classifier
-from ird_tf.training import Teacher, make_optimizer
+from ird_tf.training import Supervised, make_optimizer
 
 S, B, C = 32, 8, 4
 
@@ -32,7 +32,7 @@ def classifier():
 
 
 def test_train_step_is_one_sgd_step_on_cross_entropy_of_hr(classifier):
-    model = Teacher(classifier)
+    model = Supervised(classifier)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     x, y = batch(0)
     before = [v.numpy().copy() for v in classifier.trainable_variables]
@@ -53,7 +53,7 @@ def test_train_step_is_one_sgd_step_on_cross_entropy_of_hr(classifier):
 
 
 def test_fit_and_evaluate_report_loss_ce_accuracy(classifier):
-    model = Teacher(classifier)
+    model = Supervised(classifier)
     model.compile(optimizer=make_optimizer(OptimConfig(learning_rate=1e-3)))
     x, y = batch(1, 16)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(B)
@@ -69,16 +69,16 @@ def test_fit_and_evaluate_report_loss_ce_accuracy(classifier):
 
 def test_input_key_selects_the_view(classifier):
     x, _ = batch(2)
-    lr_model = Teacher(classifier, input_key="lr")
+    lr_model = Supervised(classifier, input_key="lr")
     np.testing.assert_allclose(lr_model(x)["logits"], classifier(x["lr"])["logits"], atol=1e-6)
     assert not np.allclose(lr_model(x)["logits"], classifier(x["hr"])["logits"], atol=1e-4)
-    np.testing.assert_allclose(Teacher(classifier)(x)["logits"], classifier(x["hr"])["logits"], atol=1e-6)
+    np.testing.assert_allclose(Supervised(classifier)(x)["logits"], classifier(x["hr"])["logits"], atol=1e-6)
     with pytest.raises(ConfigError, match="input_key='mid'"):
-        Teacher(classifier, input_key="mid")
+        Supervised(classifier, input_key="mid")
 
 
 def test_batch_without_labels_is_an_error(classifier):
-    model = Teacher(classifier)
+    model = Supervised(classifier)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     x, _ = batch(3)
     with pytest.raises(ValueError, match="no labels"):

@@ -1,4 +1,5 @@
-"""The Teacher: a classifier that trains itself with cross-entropy in a custom ``train_step``.
+"""Supervised: a classifier that trains itself with cross-entropy on one input view, in a custom
+``train_step``: the Teacher at high magnification, and the Student that learns alone (no distillation).
 
 Keras 3 recipe (guide "Customizing what happens in fit() with TensorFlow"): the loss is scaled with
 ``self.optimizer.scale_loss`` inside the tape (a ``LossScaleOptimizer`` under ``mixed_float16``, which
@@ -27,7 +28,7 @@ from ird_tf.training.steps import (
 INPUT_KEYS = ("hr", "lr")
 
 
-class Teacher(Wrapper):
+class Supervised(Wrapper):
     """Wraps a classifier (``build_classifier``) and trains it on ``x[input_key]`` with cross-entropy.
 
     ``input_key="hr"`` is the usual high-magnification teacher; ``"lr"`` trains the same network alone on
@@ -40,7 +41,7 @@ class Teacher(Wrapper):
         super().__init__(name=name, dtype=classifier.dtype_policy, **kwargs)
         if input_key not in INPUT_KEYS:
             raise ConfigError(
-                f"Teacher input_key={input_key!r} is not accepted; expected one of {INPUT_KEYS}"
+                f"Supervised input_key={input_key!r} is not accepted; expected one of {INPUT_KEYS}"
             )
         self.classifier = classifier
         self.input_key = input_key
@@ -66,7 +67,7 @@ class Teacher(Wrapper):
     def _labels(self, labels):
         if labels is None:
             raise ValueError(
-                "Teacher trains and scores on labelled batches (x, label); this batch has no labels "
+                "Supervised trains and scores on labelled batches (x, label); this batch has no labels "
                 "(use make_dataset(..., labeled=True))"
             )
         return tf.cast(labels, tf.int32)
@@ -99,4 +100,4 @@ class Teacher(Wrapper):
         return step_logs({m.name: m.result() for m in self.metrics})
 
 
-__all__ = ["Teacher", "Wrapper", "step_logs", "unpack", "replica_share", "float32_outputs"]
+__all__ = ["Supervised", "Wrapper", "step_logs", "unpack", "replica_share", "float32_outputs"]
