@@ -18,46 +18,23 @@ patches at the teacher's magnification.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
-import re
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from PIL import Image
 
 from ird_tf.config import MODES, AugmentConfig, ConfigError
 from ird_tf.data.augment import geometric, photometric, random_uniforms
+from ird_tf.data.checks import TF_FORMATS, ImageCheck, apply_verdicts, check_images
+from ird_tf.data.decode import decoder
 from ird_tf.data.view import InputView
 from ird_tf.errors import DataError
-from ird_tf.files import write_text
 
 logger = logging.getLogger(__name__)
-
-#: Formats decoded by TensorFlow's own decoders; anything else PIL opens (TIFF, WebP...) goes through PIL.
-TF_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP")
-_MODES_OK = ("1", "L", "P", "RGB", "RGBA")
-_CHECKS_FILE = "image_checks.json"
-_CHECKS_VERSION = 1
-_SHOW = 5  # file names quoted in an error message
-
-
-@dataclass(frozen=True)
-class ImageCheck:
-    """Verdict of :func:`check_images` for one file (``error`` is None when it decodes)."""
-
-    path: str
-    error: str | None
-    format: str = ""
-    height: int = 0
-    width: int = 0
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -67,90 +44,91 @@ def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return math.ceil(n_rows / batch_size)
 
 
-def make_dataset(
-    table: pd.DataFrame,
-    *,
-    image_size: int,
-    factor: int,
-    mode: str = "upsampled",
-    batch_size: int,
-    training: bool,
-    augment: AugmentConfig | None = None,
-    seed: int = 0,
-    class_balanced: bool = False,
-    cache: bool = True,
-    skip_corrupt: bool = False,
-    labeled: bool = True,
-    num_classes: int | None = None,
-    drop_remainder: bool = False,
-    cache_bytes: int = 2**31,
-    cache_dir: str | os.PathLike | None = None,
-    check_workers: int | None = None,
-    jit: bool = True,
-) -> tf.data.Dataset:
-    """Dataset of ``({"hr": float32[B,S,S,3], "lr": float32[B,s,s,3]}, label int32[B])`` in [0, 1].
+@dataclass(frozen=True)
+class _Files:
+    """A checked table's files, ready for tf.data: paths, labels, which go through PIL, the decoder,
+    and whether the decoded uint8 is cached in memory."""
 
-    S = ``image_size``; s = S ("upsampled") or S // factor ("native"); ``labeled=False`` yields the
-    dict only. ``training=True``: augmentation (``augment``; None = defaults), seeded shuffle, class
-    balance (equal weights over the classes present, labeled tables only), fixed batch size, and the
-    dataset repeats forever (use :func:`steps_per_epoch`). ``training=False``: one pass in table order,
-    no augmentation, last batch kept unless ``drop_remainder``.
+    paths: np.ndarray
+    labels: np.ndarray
+    use_pil: np.ndarray
+    decode: object
+    cached: bool
 
-    ``cache``: keep decoded uint8 in memory when n·S·S·3 bytes <= ``cache_bytes`` (a budget per
-    dataset), else stream every epoch from disk. ``cache_dir``: where file verdicts are remembered
-    (keyed by path, size and mtime), so reruns skip the check.
-    ``skip_corrupt``: drop undecodable files (logged with their count) instead of raising.
-    ``jit``: compile the training augmentation with XLA (several times faster on CPU).
-    """
-    _check_settings(image_size, factor, mode, batch_size)
-    view = InputView("lr", image_size, factor, mode)
+    def source(self, idx: np.ndarray) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices((self.paths[idx], self.labels[idx], self.use_pil[idx]))
+        return ds.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE).cache() if self.cached else ds
+
+    def decoded(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds if self.cached else ds.map(self.decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _files(table: pd.DataFrame, view: InputView, batch_size: int, *, labeled: bool, num_classes: int | None,
+           cache: bool, cache_bytes: int, skip_corrupt: bool, cache_dir, check_workers: int | None
+           ) -> _Files:
+    """Checks the settings, the table and every file (:mod:`ird_tf.data.checks`), then says how each
+    file is decoded and whether it fits the cache budget."""
+    size = view.image_size
+    _check_settings(size, view.factor, view.mode, batch_size)
     table = _check_table(table, labeled, num_classes)
-    paths = [str(p) for p in table["path"]]
-    checks = check_images(paths, workers=check_workers, cache_dir=cache_dir)
-    keep = _apply_verdicts(checks, skip_corrupt)
+    checks: list[ImageCheck] = check_images([str(p) for p in table["path"]], workers=check_workers,
+                                            cache_dir=cache_dir)
+    keep = apply_verdicts(checks, skip_corrupt)
     table, checks = table.iloc[keep], [checks[i] for i in keep]
-    paths = np.array([c.path for c in checks])
-
     use_pil = np.array([c.format not in TF_FORMATS for c in checks])
-    resize = any((c.height, c.width) != (image_size, image_size) for c in checks)
-    if resize:
-        n = sum((c.height, c.width) != (image_size, image_size) for c in checks)
-        logger.warning(
-            "%d of %d image(s) are not %dx%d px and are area-resized to it (changes their magnification)",
-            n,
-            len(checks),
-            image_size,
-            image_size,
-        )
-    decode = _decoder(image_size, any_pil=bool(use_pil.any()), resize=resize)
-    labels = table["label"].to_numpy(np.int32) if labeled else np.zeros(len(table), np.int32)
-    cached = cache and len(table) * image_size * image_size * 3 <= cache_bytes
+    off_size = sum((c.height, c.width) != (size, size) for c in checks)
+    if off_size:
+        logger.warning("%d of %d image(s) are not %dx%d px and are area-resized to it (changes their "
+                       "magnification)", off_size, len(checks), size, size)
+    cached = cache and len(table) * size * size * 3 <= cache_bytes
     if cache and not cached:
-        logger.info(
-            "not caching: %d images of %d px exceed cache_bytes=%d", len(table), image_size, cache_bytes
-        )
+        logger.info("not caching: %d images of %d px exceed cache_bytes=%d", len(table), size, cache_bytes)
+    labels = table["label"].to_numpy(np.int32) if labeled else np.zeros(len(table), np.int32)
+    return _Files(np.array([c.path for c in checks]), labels, use_pil,
+                  decoder(size, any_pil=bool(use_pil.any()), resize=off_size > 0), cached)
 
-    def source(idx: np.ndarray) -> tf.data.Dataset:
-        ds = tf.data.Dataset.from_tensor_slices((paths[idx], labels[idx], use_pil[idx]))
-        if cached:
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-        return ds
 
-    if not training:
-        ds = source(np.arange(len(table)))
-        if not cached:
-            ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+def evaluation_dataset(
+    table: pd.DataFrame, view: InputView, *, batch_size: int, labeled: bool = True,
+    num_classes: int | None = None, cache: bool = True, cache_bytes: int = 2**31, skip_corrupt: bool = False,
+    cache_dir: str | os.PathLike | None = None, check_workers: int | None = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """One pass over ``table`` in its order, no augmentation: ``({"hr", "lr"}, label)`` batches in
+    [0, 1] (the dict alone with ``labeled=False``); ``lr`` is ``view.from_high(hr)``. The last batch is
+    kept unless ``drop_remainder``. ``cache``: keep decoded uint8 in memory when n·S·S·3 bytes <=
+    ``cache_bytes``; ``cache_dir``: where file verdicts are remembered; ``skip_corrupt``: drop
+    undecodable files (counted) instead of raising."""
+    files = _files(table, view, batch_size, labeled=labeled, num_classes=num_classes, cache=cache,
+                   cache_bytes=cache_bytes, skip_corrupt=skip_corrupt, cache_dir=cache_dir,
+                   check_workers=check_workers)
+    ds = files.decoded(files.source(np.arange(len(files.paths))))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-        def eval_batch(img, y):
-            hr = tf.cast(img, tf.float32) / 255.0
-            views = {"hr": hr, "lr": view.from_high(hr)}
-            return (views, y) if labeled else views
+    def batch(img, y):
+        hr = tf.cast(img, tf.float32) / 255.0
+        views = {"hr": hr, "lr": view.from_high(hr)}
+        return (views, y) if labeled else views
 
-        ds = ds.map(eval_batch, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
-    groups = [np.arange(len(table))]
+
+def training_dataset(
+    table: pd.DataFrame, view: InputView, *, batch_size: int, augment: AugmentConfig | None = None,
+    seed: int = 0, class_balanced: bool = False, labeled: bool = True, num_classes: int | None = None,
+    cache: bool = True, cache_bytes: int = 2**31, skip_corrupt: bool = False,
+    cache_dir: str | os.PathLike | None = None, check_workers: int | None = None, jit: bool = True,
+) -> tf.data.Dataset:
+    """Endless augmented batches (use :func:`steps_per_epoch`): seeded shuffle, class balance (equal
+    weights over the classes present, labeled tables only), fixed batch size. The augmentation
+    (``augment``; None = defaults) is applied once to the high-magnification image; ``lr`` is
+    ``view.from_high`` of the augmented image. ``jit``: compile the augmentation with XLA (see
+    ``RunConfig.augment_jit``). Cache and checks as :func:`evaluation_dataset`."""
+    files = _files(table, view, batch_size, labeled=labeled, num_classes=num_classes, cache=cache,
+                   cache_bytes=cache_bytes, skip_corrupt=skip_corrupt, cache_dir=cache_dir,
+                   check_workers=check_workers)
+    labels = files.labels
+    groups = [np.arange(len(labels))]
     if class_balanced and labeled:
         present = np.unique(labels)
         groups = [np.flatnonzero(labels == c) for c in present]
@@ -158,14 +136,13 @@ def make_dataset(
         if absent:
             logger.warning("class-balanced sampling: classes %s have no images and are never drawn", absent)
     streams = [
-        source(idx).shuffle(len(idx), seed=_mix(seed, k), reshuffle_each_iteration=True).repeat()
+        files.source(idx).shuffle(len(idx), seed=_mix(seed, k), reshuffle_each_iteration=True).repeat()
         for k, idx in enumerate(groups)
     ]
     ds = streams[0]
     if len(streams) > 1:
         ds = tf.data.Dataset.sample_from_datasets(streams, [1.0 / len(streams)] * len(streams), seed=seed)
-    if not cached:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = files.decoded(ds)
     augmenter = _augmenter(_key(augment or AugmentConfig()), jit)
     base = tf.constant(seed, tf.int64)
 
@@ -173,15 +150,27 @@ def make_dataset(
         img, y = element
         return img, y, random_uniforms(tf.stack([base, i]))
 
-    def train_batch(img, y, u):
+    def batch(img, y, u):
         hr = augmenter(img, u)
         views = {"hr": hr, "lr": view.from_high(hr)}
         return (views, y) if labeled else views
 
     ds = ds.enumerate().map(with_uniforms, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(train_batch, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(table: pd.DataFrame, *, image_size: int, factor: int, mode: str = "upsampled",
+                 training: bool, drop_remainder: bool = False, augment: AugmentConfig | None = None,
+                 seed: int = 0, class_balanced: bool = False, jit: bool = True, **common) -> tf.data.Dataset:
+    """:func:`training_dataset` or :func:`evaluation_dataset` for the Student view of ``factor`` and
+    ``mode`` (``lr``; ``hr`` is the patch itself), by plain arguments."""
+    _check_settings(image_size, factor, mode, common.get("batch_size", 1))
+    view = InputView("lr", image_size, factor, mode)
+    if training:
+        return training_dataset(table, view, augment=augment, seed=seed, class_balanced=class_balanced,
+                                jit=jit, **common)
+    return evaluation_dataset(table, view, drop_remainder=drop_remainder, **common)
 
 
 @functools.lru_cache(maxsize=16)
@@ -203,153 +192,6 @@ def _key(cfg: AugmentConfig) -> tuple:
     return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in asdict(cfg).items())
 
 
-def _decoder(size: int, *, any_pil: bool, resize: bool):
-    """(path, label, use_pil) → (uint8[S, S, 3], label). Mode checks were done by check_images."""
-
-    def tf_decode(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, dtype=tf.uint8, expand_animations=False)
-        img.set_shape([None, None, 3])
-        return img
-
-    def pil_decode(path):
-        img = tf.numpy_function(_read_pil, [path], tf.uint8, stateful=False)
-        img.set_shape([None, None, 3])
-        return img
-
-    def to_size(img):
-        resized = tf.image.resize(img, [size, size], method="area")
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-    def decode(path, label, use_pil):
-        img = (
-            tf.cond(use_pil, lambda: pil_decode(path), lambda: tf_decode(path))
-            if any_pil
-            else tf_decode(path)
-        )
-        if resize:
-            same = tf.reduce_all(tf.shape(img)[:2] == size)
-            img = tf.cond(same, lambda: img, lambda: to_size(img))
-        return tf.ensure_shape(img, [size, size, 3]), label
-
-    return decode
-
-
-def _read_pil(path: bytes) -> np.ndarray:
-    with Image.open(path.decode()) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-# ---------------------------------------------------------------------------------------- file checks
-def check_images(
-    paths: Sequence[str], *, workers: int | None = None, cache_dir: str | os.PathLike | None = None
-) -> list[ImageCheck]:
-    """Decodes every file once, in a thread pool, with the decoder the pipeline uses (JPEG at 1/8
-    scale: the whole entropy-coded stream is still read) and checks its channels and bit depth.
-
-    Missing files raise a :class:`DataError` naming them. Verdicts are remembered in
-    ``cache_dir/image_checks.json`` when ``cache_dir`` is given.
-    """
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise DataError(f"{len(missing)} of {len(paths)} image file(s) do not exist: {_names(missing)}")
-    stats = [os.stat(p) for p in paths]
-    keys = [f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}" for p, st in zip(paths, stats, strict=True)]
-    known = _load_checks(cache_dir)
-    todo = [i for i, k in enumerate(keys) if k not in known]
-    if todo:
-        workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, check in zip(todo, pool.map(_check_one, [paths[i] for i in todo]), strict=True):
-                known[keys[i]] = [check.error, check.format, check.height, check.width]
-        _save_checks(cache_dir, known)
-    return [ImageCheck(p, *known[k]) for p, k in zip(paths, keys, strict=True)]
-
-
-def _check_one(path: str) -> ImageCheck:
-    try:
-        with Image.open(path) as im:
-            fmt, (width, height) = im.format or "", im.size
-            problem = _unsupported(im, path)
-            if problem:
-                return ImageCheck(path, problem, fmt, height, width)
-            if fmt not in TF_FORMATS:
-                im.convert("RGB").load()
-                return ImageCheck(path, None, fmt, height, width)
-        raw = tf.io.read_file(path)
-        if fmt in ("JPEG", "MPO"):
-            img = tf.io.decode_jpeg(raw, channels=3, ratio=8)
-        else:
-            img = tf.io.decode_image(raw, channels=3, expand_animations=False)
-            if tuple(img.shape[:2]) != (height, width):
-                return ImageCheck(path, f"decodes to {img.shape} but its header says {height}x{width}", fmt)
-        del img
-        return ImageCheck(path, None, fmt, height, width)
-    except Exception as e:  # any decoder failure is a verdict, reported with the file name
-        text = re.sub(r"\{\{function_node[^}]*\}\}|\[Op:.*$", "", " ".join(str(e).split())).strip()
-        return ImageCheck(path, f"{type(e).__name__}: {text[:160]}".rstrip(": "))
-
-
-def _unsupported(im: Image.Image, path: str) -> str | None:
-    """Why this image is not 8-bit grey/RGB/RGBA (or palette), else None."""
-    if im.mode == "LA" or im.mode == "PA":
-        return f"has 2 channels (mode {im.mode}); expected grey, RGB or RGBA"
-    bits = _bits_per_sample(im, path)
-    if bits > 8 or im.mode.startswith(("I", "F")):
-        return f"has {bits if bits > 8 else 'more than 8'}-bit samples (mode {im.mode}); expected 8-bit"
-    if im.mode not in _MODES_OK:
-        return f"has unsupported mode {im.mode}; expected grey, RGB or RGBA"
-    return None
-
-
-def _bits_per_sample(im: Image.Image, path: str) -> int:
-    if im.format == "PNG":
-        with open(path, "rb") as f:
-            header = f.read(26)
-        return header[24] if len(header) == 26 else 8  # IHDR bit depth
-    if im.format == "TIFF":
-        bits = im.tag_v2.get(258, 8)
-        return max(bits) if isinstance(bits, tuple) else int(bits)
-    return 8
-
-
-def _apply_verdicts(checks: list[ImageCheck], skip_corrupt: bool) -> list[int]:
-    bad = [c for c in checks if c.error]
-    if bad and not skip_corrupt:
-        shown = "; ".join(f"{c.path} ({c.error})" for c in bad[:_SHOW])
-        more = f"; ... and {len(bad) - _SHOW} more" if len(bad) > _SHOW else ""
-        raise DataError(
-            f"{len(bad)} of {len(checks)} image file(s) cannot be used: {shown}{more}. "
-            "Fix or remove them, or pass skip_corrupt=True to drop them."
-        )
-    if bad:
-        logger.warning(
-            "skipped %d of %d corrupt image file(s): %s", len(bad), len(checks), _names([c.path for c in bad])
-        )
-    keep = [i for i, c in enumerate(checks) if not c.error]
-    if not keep:
-        raise DataError(f"none of the {len(checks)} image file(s) can be used; all are unreadable: "
-                        f"{_names([c.path for c in bad])}")
-    return keep
-
-
-def _load_checks(cache_dir) -> dict:
-    if cache_dir is None:
-        return {}
-    path = Path(cache_dir) / _CHECKS_FILE
-    try:
-        data = json.loads(path.read_text())
-        return data["checks"] if data.get("version") == _CHECKS_VERSION else {}
-    except (OSError, ValueError, KeyError, AttributeError):
-        return {}
-
-
-def _save_checks(cache_dir, checks: dict) -> None:
-    if cache_dir is None:
-        return
-    write_text(Path(cache_dir) / _CHECKS_FILE, json.dumps({"version": _CHECKS_VERSION, "checks": checks}))
-
-
-# ----------------------------------------------------------------------------------------- settings
 def _check_settings(image_size: int, factor: int, mode: str, batch_size: int) -> None:
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is not accepted; expected one of {list(MODES)}")
@@ -375,14 +217,9 @@ def _check_table(table: pd.DataFrame, labeled: bool, num_classes: int | None) ->
             first = table.iloc[bad[0]]
             raise DataError(
                 f"{len(bad)} row(s) have a label that is not an integer in [0, {top}): rows "
-                f"{bad[:_SHOW].tolist()} (e.g. {first['label']!r} for {first['path']})"
+                f"{bad[:5].tolist()} (e.g. {first['label']!r} for {first['path']})"
             )
     return table.reset_index(drop=True)
-
-
-def _names(paths: Sequence[str]) -> str:
-    more = f", ... and {len(paths) - _SHOW} more" if len(paths) > _SHOW else ""
-    return ", ".join(str(p) for p in paths[:_SHOW]) + more
 
 
 def _mix(seed: int, k: int) -> int:
@@ -390,4 +227,5 @@ def _mix(seed: int, k: int) -> int:
     return int((seed * 1_000_003 + k * 7919) % (2**31 - 1))
 
 
-__all__ = ["make_dataset", "steps_per_epoch", "check_images", "ImageCheck", "TF_FORMATS"]
+__all__ = ["ImageCheck", "TF_FORMATS", "check_images", "evaluation_dataset", "make_dataset",
+           "steps_per_epoch", "training_dataset"]

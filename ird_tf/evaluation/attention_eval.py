@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ird_tf.attention import attention_maps
-from ird_tf.data.pipeline import make_dataset
+from ird_tf.data.pipeline import evaluation_dataset
 from ird_tf.data.view import InputView
 from ird_tf.errors import DataError
 from ird_tf.evaluation.localisation import load_masks, localisation_scores
@@ -52,8 +52,7 @@ def localisation_on_split(
     (NC) are skipped by the scores; see :func:`ird_tf.evaluation.localisation.localisation_scores`.
     """
     rows = _with_masks(table)
-    ds = make_dataset(rows, image_size=view.image_size, factor=view.factor, mode=view.mode,
-                      batch_size=batch_size, training=False, cache=False)
+    ds = evaluation_dataset(rows, view, batch_size=batch_size, cache=False)
     maps = []
     for x, y in ds:
         _, m = attention_maps(classifier, x[view.key], classes=y, weighting=weighting, second_order=False)

@@ -48,7 +48,7 @@ def predict_proba(
     for element in dataset:
         if not (isinstance(element, tuple) and len(element) == 2 and isinstance(element[0], Mapping)):
             raise DataError("predict_proba: expected a dataset of ({'hr', 'lr'}, label) batches "
-                            "(make_dataset(..., labeled=True))")
+                            "(evaluation_dataset(..., labeled=True))")
         x, y = element
         if input_key not in x:
             raise DataError(f"predict_proba: input_key={input_key!r} is not in the batch keys {sorted(x)}")

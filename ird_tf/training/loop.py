@@ -136,7 +136,7 @@ def _check_datasets(train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, s
     if 0 <= n < steps_per_epoch:
         raise ValueError(
             f"fit: train_ds yields {n} batches but steps_per_epoch={steps_per_epoch}; the training dataset "
-            "must repeat (make_dataset(..., training=True) does)"
+            "must repeat (training_dataset does)"
         )
     if val_ds is not None and int(val_ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
         raise ValueError("fit: val_ds repeats forever; validation needs one finite pass (training=False)")

@@ -68,7 +68,7 @@ class Supervised(Wrapper):
         if labels is None:
             raise ValueError(
                 "Supervised trains and scores on labelled batches (x, label); this batch has no labels "
-                "(use make_dataset(..., labeled=True))"
+                "(use training_dataset(..., labeled=True))"
             )
         return tf.cast(labels, tf.int32)
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from ird_tf.config import AugmentConfig, ConfigError
 from ird_tf.data import DataError
-from ird_tf.data import pipeline as pl
 from ird_tf.data.pipeline import check_images, make_dataset, steps_per_epoch
 
 NO_AUG = AugmentConfig(enabled=False)
@@ -136,7 +135,7 @@ def test_grey_rgba_palette_and_tiff_become_rgb(tmp_path):
 def test_other_sizes_are_area_resized(tmp_path, caplog):
     big = _noise(64, 2)
     paths = [_write(tmp_path, "big.png", big), _write(tmp_path, "ok.png", _noise(32, 3))]
-    with caplog.at_level(logging.WARNING, logger=pl.__name__):
+    with caplog.at_level(logging.WARNING, logger="ird_tf.data"):
         ds = make_dataset(_table(paths), image_size=32, factor=4, batch_size=2, training=False)
     assert "1 of 2 image(s) are not 32x32" in caplog.text
     hr = next(iter(ds))[0]["hr"].numpy()
@@ -167,7 +166,7 @@ def test_corrupt_jpegs_raise_or_are_skipped_with_a_count(tmp_path, rgb32, caplog
         make_dataset(_table(paths), image_size=32, factor=2, batch_size=4, training=True)
     msg = str(err.value)
     assert "2 of 9" in msg and str(truncated) in msg and str(garbage) in msg and good not in msg
-    with caplog.at_level(logging.WARNING, logger=pl.__name__):
+    with caplog.at_level(logging.WARNING, logger="ird_tf.data"):
         ds = make_dataset(
             _table(paths), image_size=32, factor=2, batch_size=4, training=False, skip_corrupt=True
         )
@@ -270,21 +269,6 @@ def test_memory_cache_holds_decoded_images_within_the_budget(tmp_path):
     np.testing.assert_array_equal(first, second)
     with pytest.raises(tf.errors.NotFoundError):
         two_passes(3 * 8 * 8 * 3 - 1)
-
-
-def test_file_verdicts_are_remembered_until_the_file_changes(tmp_path, monkeypatch):
-    paths = [_write(tmp_path, f"{i}.png", _noise(8, i)) for i in range(3)]
-    calls = []
-    real = pl._check_one
-    monkeypatch.setattr(pl, "_check_one", lambda p: calls.append(p) or real(p))
-    cache_dir = tmp_path / "cache"
-    assert all(c.error is None for c in check_images(paths, cache_dir=cache_dir))
-    assert len(calls) == 3 and (cache_dir / "image_checks.json").is_file()
-    check_images(paths, cache_dir=cache_dir)
-    assert len(calls) == 3
-    (tmp_path / "1.png").write_bytes(b"garbage")
-    checks = check_images(paths, cache_dir=cache_dir)
-    assert calls[3:] == [paths[1]] and checks[1].error and checks[0].error is None
 
 
 def test_bad_settings_name_the_setting(rgb32):

@@ -81,7 +81,7 @@ def draw(base: ExperimentConfig, sweep: SweepConfig, *, res: float, seed: int, n
     import tensorflow as tf
 
     from ird_tf.attention import attention_maps
-    from ird_tf.data.pipeline import make_dataset
+    from ird_tf.data.pipeline import evaluation_dataset
     from ird_tf.evaluation.figures import attention_figure
     from ird_tf.runs import load_classifier, load_splits
     from ird_tf.training.runtime import set_precision
@@ -96,8 +96,7 @@ def draw(base: ExperimentConfig, sweep: SweepConfig, *, res: float, seed: int, n
     views = {}
     for mag in mags:
         view = InputView.student(replace(d, student_mag=mag, mode=sweep.mode))
-        ds = make_dataset(table, image_size=view.image_size, factor=view.factor, mode=view.mode,
-                          batch_size=len(table), training=False, cache=False)
+        ds = evaluation_dataset(table, view, batch_size=len(table), cache=False)
         x, _ = next(iter(ds))
         views[f"{mag:g}x"] = x[view.key].numpy()
     teacher_view, student_view = f"{d.teacher_mag:g}x", f"{res:g}x"
