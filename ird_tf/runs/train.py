@@ -1,0 +1,119 @@
+"""The two training tasks: the teacher (found on disk or trained now) and the student (distilled from
+it, or trained alone), each in its own run directory, scored on val/test and, for a student,
+exported for TF Serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from ird_tf.config import ExperimentConfig
+from ird_tf.data.view import InputView
+from ird_tf.progress import say
+from ird_tf.runs.claims import run_claim
+from ird_tf.runs.classifiers import build_for, load_classifier
+from ird_tf.runs.environment import datasets
+from ird_tf.runs.evaluate import evaluate
+from ird_tf.runs.export import export_student
+from ird_tf.runs.identity import student_dir, teacher_dir
+from ird_tf.runs.results import RunResult, write_result
+
+KINDS = ("distill", "alone")
+
+
+def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
+    """The teacher for these data, fold, backbone and seed: found on disk, or trained now (and said so)."""
+    run_dir = teacher_dir(cfg)
+    with run_claim(run_dir, cfg) as found:
+        if found is not None:
+            say(f"teacher found: {run_dir}")
+            return found
+        say(f"no finished teacher at {run_dir}: training it first ({cfg.optim.teacher_epochs} epochs)")
+        view = InputView.teacher(cfg.data)
+
+        def model(classifier):
+            from ird_tf.training.supervised import Supervised
+
+            return Supervised(classifier, input_key=view.key, label_smoothing=cfg.loss.label_smoothing)
+
+        return _train(cfg, splits, strategy, role="teacher", run_dir=run_dir, view=view,
+                      epochs=cfg.optim.teacher_epochs, weights=cfg.model.weights, wrap=model)
+
+
+def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill",
+                export_base: Path | None = None) -> tuple[RunResult, RunResult | None]:
+    """Trains the student at ``data.student_mag`` — ``kind="distill"`` from the teacher with the
+    configured terms (label-free when ``data.unlabeled`` is set), ``kind="alone"`` with labels only —
+    and returns (student result, teacher result or None). Exports it when ``export_base`` is given."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {list(KINDS)}")
+    teacher = run_teacher(cfg, splits, strategy) if kind == "distill" else None
+    run_dir = student_dir(cfg, kind)
+    with run_claim(run_dir, cfg) as found:
+        if found is not None:
+            say(f"student found: {run_dir}")
+            return found, teacher
+        d = cfg.data
+        what = "distilling" if kind == "distill" else "training alone"
+        say(f"student {what} at {d.student_mag:g}x ({d.mode}): {run_dir}")
+        view = InputView.student(d)
+        unlabeled = None
+        if d.unlabeled and kind == "distill":
+            from ird_tf.data.readers import read_unlabeled
+
+            unlabeled = read_unlabeled(d.unlabeled)
+
+        def model(student):
+            from ird_tf.training.distiller import Distiller
+            from ird_tf.training.supervised import Supervised
+
+            if kind == "alone":
+                return Supervised(student, input_key=view.key, label_smoothing=cfg.loss.label_smoothing)
+            frozen = load_classifier(cfg, InputView.teacher(d), len(splits.class_names), teacher.run_dir)
+            return Distiller(frozen, student, cfg.loss, labeled=unlabeled is None)
+
+        result = _train(cfg, splits, strategy, role=kind, run_dir=run_dir, view=view, epochs=cfg.optim.epochs,
+                        weights=cfg.model.student_weights or cfg.model.weights, wrap=model,
+                        train_table=unlabeled, export_base=export_base,
+                        attention_images=cfg.run.tensorboard_images)
+    return result, teacher
+
+
+def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, view: InputView, epochs: int,
+           weights: str | None, wrap: Callable, train_table=None, export_base: Path | None = None,
+           attention_images: int = 0) -> RunResult:
+    """Builds the classifier on ``view``, wraps it in its training model (``wrap``), fits, scores (also
+    into TensorBoard's HParams, as ``role``: teacher, distill or alone) and, with ``export_base``,
+    exports it. Only the chief of a multi-worker run writes ``result.json`` and
+    the export; the other workers keep their files under ``workers/<task>``."""
+    from ird_tf.training.board import run_hparams, write_hparams
+    from ird_tf.training.loop import fit, make_optimizer
+    from ird_tf.training.runtime import worker_dir
+
+    start = time.time()
+    own = worker_dir(run_dir)
+    own.mkdir(parents=True, exist_ok=True)
+    cfg.save(own / "config.yaml")
+    train, val, test, steps = datasets(cfg, splits, view, train_table=train_table)
+    num_classes = len(splits.class_names)
+    with strategy.scope():
+        classifier = build_for(cfg, view, num_classes, weights)
+        model = wrap(classifier)
+        model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs)), jit_compile=cfg.run.jit)
+    fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
+        val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
+        class_names=splits.class_names)
+    metrics = evaluate(classifier, {"val": val, "test": test}, view, splits.class_names, own)
+    write_hparams(own / "tb", run_hparams(cfg, role), metrics, settings=cfg.to_dict())
+    chief = own == run_dir
+    if export_base is not None and chief:  # one export per run: the chief's
+        export_student(classifier, cfg, splits.class_names, run_dir, export_base / run_dir.name)
+    result = RunResult(own, metrics, time.time() - start)
+    if chief:  # the chief (or a single process) marks the run finished
+        write_result(result)
+    return result
+
+
+__all__ = ["KINDS", "run_student", "run_teacher"]
