@@ -94,37 +94,60 @@ def write_tissue_png(path: str | Path, mask: np.ndarray) -> Path:
     return Path(path)
 
 
-def write_heatmap(path: str | Path, thumbnail: np.ndarray, downsample: float, rows: Sequence[dict],
-                  class_names: Sequence[str], title: str = "") -> Path:
-    """The predicted class of each tile over the thumbnail (opacity grows with the probability), with a
-    legend of classes and tile counts."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def heatmap_image(thumbnail: np.ndarray, downsample: float, rows: Sequence[dict], class_names: Sequence[str],
+                  title: str = "", min_side: int = 512):
+    """The predicted class of each tile over the thumbnail (opacity 0.25 + 0.5 x its probability), a
+    title line and a legend of classes with their tile counts, as a PIL image (drawn with PIL, not
+    Matplotlib: a few milliseconds, so writing it costs nothing next to the inference)."""
+    from PIL import Image, ImageDraw
 
     colors = class_colors(class_names)
     h, w = thumbnail.shape[:2]
-    overlay = np.zeros((h, w, 4), np.float32)
+    zoom = max(1, int(np.ceil(min_side / max(h, w, 1))))
+    d = downsample / zoom
+    base = np.repeat(np.repeat(thumbnail, zoom, axis=0), zoom, axis=1).astype(np.float32)
+    color = np.zeros_like(base)
+    alpha = np.zeros((*base.shape[:2], 1), np.float32)
     for r in rows:
-        x0, y0 = int(r["x"] / downsample), int(r["y"] / downsample)
-        x1 = max(x0 + 1, int(round((r["x"] + r["width"]) / downsample)))
-        y1 = max(y0 + 1, int(round((r["y"] + r["height"]) / downsample)))
-        p = r[f"prob_{r['class']}"]
-        overlay[y0:y1, x0:x1] = (*[c / 255 for c in colors[r["class"]]], 0.25 + 0.5 * p)
+        x0, y0 = int(r["x"] / d), int(r["y"] / d)
+        x1 = max(x0 + 1, int(round((r["x"] + r["width"]) / d)))
+        y1 = max(y0 + 1, int(round((r["y"] + r["height"]) / d)))
+        color[y0:y1, x0:x1] = colors[r["class"]]
+        alpha[y0:y1, x0:x1] = 0.25 + 0.5 * float(r[f"prob_{r['class']}"])
+    blended = (base * (1 - alpha) + color * alpha).round().astype(np.uint8)
+    font, pad, line = _font(14), 10, 22
+    legend_w = 200
+    top = line + pad if title else pad
+    canvas = Image.new("RGB", (blended.shape[1] + legend_w + 2 * pad, blended.shape[0] + top + pad), "white")
+    canvas.paste(Image.fromarray(blended), (pad, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, pad // 2), title, fill=(0, 0, 0), font=font)
     counts = {c: sum(r["class"] == c for r in rows) for c in class_names}
-    aspect = w / max(h, 1)
-    fig = Figure(figsize=(min(12, 2 + 5 * aspect), 5.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    ax.imshow(thumbnail)
-    ax.imshow(overlay)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    handles = [Patch(color=np.array(colors[c]) / 255, label=f"{c} ({counts[c]} tiles)") for c in class_names]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    x = blended.shape[1] + 2 * pad
+    for i, c in enumerate(class_names):
+        y = top + i * line
+        draw.rectangle([x, y + 3, x + 14, y + 17], fill=tuple(colors[c]))
+        draw.text((x + 20, y + 2), f"{c} ({counts[c]} tiles)", fill=(0, 0, 0), font=font)
+    draw.text((x, top + len(class_names) * line + 6), "opacity: probability", fill=(90, 90, 90), font=font)
+    return canvas
+
+
+def write_heatmap(path: str | Path, thumbnail: np.ndarray, downsample: float, rows: Sequence[dict],
+                  class_names: Sequence[str], title: str = "") -> Path:
+    """Writes :func:`heatmap_image` as a PNG."""
+    image = heatmap_image(thumbnail, downsample, rows, class_names, title)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        image.save(tmp, format="PNG", compress_level=1)
     return Path(path)
 
 
@@ -154,5 +177,6 @@ def write_slides_csv(out_dir: str | Path, failures: dict[str, str] | None = None
     return write_csv(out_dir / "slides.csv", rows, SLIDES_COLUMNS)
 
 
-__all__ = ["DEFAULT_COLORS", "SLIDES_COLUMNS", "class_colors", "geojson", "tile_rows", "write_csv",
-           "write_geojson", "write_heatmap", "write_slides_csv", "write_summary", "write_tissue_png"]
+__all__ = ["DEFAULT_COLORS", "SLIDES_COLUMNS", "class_colors", "geojson", "heatmap_image", "tile_rows",
+           "write_csv", "write_geojson", "write_heatmap", "write_slides_csv", "write_summary",
+           "write_tissue_png"]
