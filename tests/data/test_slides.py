@@ -140,3 +140,13 @@ def test_grid_and_streamed_patches_equal_single_reads(slide_path):
             np.testing.assert_array_equal(got[i], s.read(3, round(t.x / ds), round(t.y / ds), 16, 16))
         np.testing.assert_array_equal(np.concatenate([p for _, p in large]),
                                       np.stack([got[i] for i in large[0][0]]))
+
+
+def test_vectorised_tissue_fractions_equal_the_single_ones(slide_path):
+    with open_slide(slide_path, "tiffslide") as s:
+        tissue = detect_tissue(s, s.mpp)
+    xs = np.array([0, 5, 130, 1000, 1090, 37])
+    ys = np.array([0, 999, 64, 900, 10, 511])
+    want = [tissue.fraction(x, y, 128, 128) for x, y in zip(xs, ys, strict=True)]
+    np.testing.assert_allclose(tissue.fractions(xs, ys, 128), want)
+    assert max(want) > 0 and max(want) <= 1

@@ -47,16 +47,15 @@ def tile_grid(width: int, height: int, tile: float, overlap: float = 0.0, tissue
         raise ConfigError(f"tile={tile!r}: expected at least one level-0 pixel")
     step = tile * (1 - overlap)
     side = int(round(tile))
-    out = []
     rows = int(np.floor((height - tile) / step)) + 1 if height >= tile else 0
     cols = int(np.floor((width - tile) / step)) + 1 if width >= tile else 0
-    for r in range(rows):
-        for c in range(cols):
-            x, y = int(round(c * step)), int(round(r * step))
-            frac = 1.0 if tissue is None else tissue.fraction(x, y, side, side)
-            if frac >= min_tissue:
-                out.append(Tile(r, c, x, y, side, round(frac, 4)))
-    return out
+    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    rr, cc = rr.ravel(), cc.ravel()
+    xs, ys = np.round(cc * step).astype(np.int64), np.round(rr * step).astype(np.int64)
+    frac = np.ones(xs.size) if tissue is None else tissue.fractions(xs, ys, side)
+    keep = np.flatnonzero(frac >= min_tissue)
+    return [Tile(int(rr[i]), int(cc[i]), int(xs[i]), int(ys[i]), side, round(float(frac[i]), 4))
+            for i in keep]
 
 
 def iter_regions(slide: Slide, tiles: Sequence[Tile], plan: ReadPlan, side: int,
