@@ -13,14 +13,14 @@ Steps (each a command a user would type; finished work is reused when run again)
    .cache/slide_demo/demo.tiff --out .cache/slide_demo/out``
 
 then compares each tile's class with the class of its cell in ``demo.truth.json`` (tiles are the cells:
-the grid is the Teacher's 128 µm one), prints the figures, and copies the heatmap to docs/.
+the grid is the Teacher's 128 µm one), prints the figures, and writes docs/slide_heatmap.png: the
+command's heatmap.png beside the ground truth drawn the same way.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +32,7 @@ PY = sys.executable
 
 
 def sh(*args: str) -> None:
-    print("$", " ".join(args).replace(PY, "python"), flush=True)
+    print("$", " ".join(args).replace(PY, "python").replace(f"{ROOT}/", ""), flush=True)
     subprocess.run(list(args), check=True, cwd=ROOT)
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     # the teacher that distilled it: same backbone, fold and seed (the newest finished one)
     import yaml
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / run_dir / "config.yaml").read_text())
     pattern = f"{cfg['model']['backbone']}_10x_{cfg['data']['fold']}_s{cfg['run']['seed']}_*"
     teachers = sorted((ROOT / "runs" / "teachers").glob(pattern), key=lambda p: p.stat().st_mtime)
     teacher = next((t for t in reversed(teachers) if (t / "best.weights.h5").is_file()), None)
@@ -62,8 +62,8 @@ def main() -> int:
     labels, cell, classes = truth["labels"], truth["cell"], truth["classes"]
     with open(out / "demo" / "tiles.csv") as f:
         rows = list(csv.DictReader(f))
-    figures = {"student_run": str(run_dir.relative_to(ROOT)), "teacher_run": str(teacher.relative_to(ROOT))
-               if teacher else None, "tiles": len(rows)}
+    figures = {"student_run": str(run_dir), "tiles": len(rows),
+               "teacher_run": str(teacher.relative_to(ROOT)) if teacher else None}
     for who, key in (("student", "class"), ("teacher", "teacher_class")):
         if key not in rows[0]:
             continue
@@ -83,7 +83,24 @@ def main() -> int:
     figures["grading_student"] = summary["grading"].get("label")
     figures["grading_teacher"] = summary.get("teacher", {}).get("grading", {}).get("label")
     figures["slide_seconds_student_and_teacher"] = summary["seconds"]
-    shutil.copyfile(out / "demo" / "heatmap.png", ROOT / "docs" / "slide_heatmap.png")
+    # the figure: the command's heatmap beside the ground truth drawn the same way
+    from PIL import Image
+
+    from ird_tf.data.slides import detect_tissue, open_slide
+    from ird_tf.evaluation.slide_report import heatmap_image
+
+    with open_slide(slide) as s:
+        tissue = detect_tissue(s, s.mpp)
+    truth_rows = [{"x": x * cell, "y": y * cell, "width": cell, "height": cell, "class": classes[k],
+                   f"prob_{classes[k]}": 1.0}
+                  for y, line in enumerate(labels) for x, k in enumerate(line) if k >= 0]
+    right = heatmap_image(tissue.thumbnail, tissue.downsample, truth_rows, classes,
+                          f"ground truth ({figures['grading_truth']})")
+    left = Image.open(out / "demo" / "heatmap.png").convert("RGB")
+    both = Image.new("RGB", (left.width + right.width, max(left.height, right.height)), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width, 0))
+    both.save(ROOT / "docs" / "slide_heatmap.png", optimize=True)
     print(json.dumps(figures, indent=2))
     return 0
 

@@ -333,7 +333,7 @@ def process_slide(path: Path, out_dir: Path, student: SlideModel, teacher: Slide
     write_tissue_png(out_dir / "tissue.png", tissue.mask)
     counts = {c: int(sum(r["class"] == c for r in rows)) for c in names}
     grading = _grading(counts, settings.min_pattern_tiles)
-    title = f"{path.name}: {student.name} at {info['mpp_read']:g} µm/px, {len(tiles)} tiles"
+    title = f"{path.name}: {student.name} at {info['mpp_read']:g} um/px, {len(tiles)} tiles"  # ASCII font
     if grading:
         title += f", Gleason {grading['label']} (grade group {grading['grade_group'] or '-'})"
     write_heatmap(out_dir / "heatmap.png", tissue.thumbnail, tissue.downsample, rows, names, title)
