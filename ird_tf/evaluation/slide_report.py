@@ -35,6 +35,15 @@ def _num(v: float) -> float:
     return float(f"{float(v):.6g}")
 
 
+def tile_columns(class_names: Sequence[str], teacher: bool = False) -> list[str]:
+    """The columns of ``tiles.csv`` (also its header when a slide has no tissue tile)."""
+    cols = ["x", "y", "width", "height", "mpp", "level", "tissue", *(f"prob_{c}" for c in class_names),
+            "class"]
+    if teacher:
+        cols += [*(f"teacher_prob_{c}" for c in class_names), "teacher_class"]
+    return cols
+
+
 def tile_rows(tiles: Sequence, probs: np.ndarray, class_names: Sequence[str], *, mpp: float, level: int,
               teacher: np.ndarray | None = None) -> list[dict]:
     """One row per tile: level-0 x, y, width, height; µm/px read at; tissue fraction; prob_<class>;
@@ -177,6 +186,6 @@ def write_slides_csv(out_dir: str | Path, failures: dict[str, str] | None = None
     return write_csv(out_dir / "slides.csv", rows, SLIDES_COLUMNS)
 
 
-__all__ = ["DEFAULT_COLORS", "SLIDES_COLUMNS", "class_colors", "geojson", "heatmap_image", "tile_rows",
-           "write_csv", "write_geojson", "write_heatmap", "write_slides_csv", "write_summary",
+__all__ = ["DEFAULT_COLORS", "SLIDES_COLUMNS", "class_colors", "geojson", "heatmap_image", "tile_columns",
+           "tile_rows", "write_csv", "write_geojson", "write_heatmap", "write_slides_csv", "write_summary",
            "write_tissue_png"]

@@ -300,6 +300,7 @@ def process_slide(path: Path, out_dir: Path, student: SlideModel, teacher: Slide
                   settings: SlideSettings, digest: str) -> dict:
     """All outputs of one slide (``done.json`` last); returns its summary."""
     from ird_tf.evaluation.slide_report import (
+        tile_columns,
         tile_rows,
         write_csv,
         write_geojson,
@@ -328,7 +329,7 @@ def process_slide(path: Path, out_dir: Path, student: SlideModel, teacher: Slide
     names = student.class_names
     rows = tile_rows(tiles, probs, names, mpp=info["mpp_read"], level=info["level"], teacher=t_probs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "tiles.csv", rows)
+    write_csv(out_dir / "tiles.csv", rows, tile_columns(names, teacher is not None))
     write_geojson(out_dir / "tiles.geojson", rows, names)
     write_tissue_png(out_dir / "tissue.png", tissue.mask)
     counts = {c: int(sum(r["class"] == c for r in rows)) for c in names}

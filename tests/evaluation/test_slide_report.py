@@ -11,6 +11,7 @@ from PIL import Image
 
 from ird_tf.evaluation.slide_report import (
     geojson,
+    tile_columns,
     tile_rows,
     write_csv,
     write_geojson,
@@ -38,6 +39,9 @@ def test_rows_and_csv(tmp_path):
     assert [r["class"] for r in table] == ["NC", "G5"] and [r["teacher_class"] for r in table] == ["G5", "NC"]
     assert table[1]["x"] == "128" and table[1]["width"] == "128" and table[1]["mpp"] == "8.0"
     assert table[1]["tissue"] == "0.612346"  # 6 significant digits, not 17
+    assert list(table[0]) == tile_columns(NAMES, teacher=True)
+    write_csv(tmp_path / "empty.csv", [], tile_columns(NAMES))  # a slide without tissue: the header alone
+    assert (tmp_path / "empty.csv").read_text().splitlines() == [",".join(tile_columns(NAMES))]
 
 
 def test_geojson_is_qupath_detections(tmp_path):
