@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,slide,dev
 RES ?= 2.5
 LOGDIR ?= runs
 TB_ARGS ?=

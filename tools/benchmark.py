@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("data", "attention", "train")
+SECTIONS = ("data", "attention", "train", "slide")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,12 @@ mode it keeps the small image, so its compute falls with the square of the facto
 :class:`InputView` is derived once from the configuration and passed down: the pipeline, training,
 evaluation, export and slide inference all ask it instead of re-deriving sizes from the mode. Importing
 this module does not import TensorFlow (run bookkeeping uses it); :meth:`InputView.from_high` does.
+
+One input contract (:meth:`InputView.prepare`): a model's input comes either from the
+high-magnification patch (``"high"``, ``image_size`` px) or from an image already at the view's own
+magnification (``"native"``, ``native_size`` px: a slide level, a low-magnification scan), and the two
+give the same numbers for the same tissue. Serving and slide inference call it; nothing else
+re-implements it.
 """
 
 from __future__ import annotations
@@ -85,6 +91,41 @@ class InputView:
         if self.mode == "upsampled":
             return tf.image.resize(lr, [self.image_size, self.image_size], method="bilinear")
         return lr
+
+    def from_native(self, images: Any) -> Any:
+        """This view of images already at this view's magnification, native size ``[B, n, n, 3]``
+        (n = :attr:`native_size`; a slide level or a low-magnification scan): bilinear up to
+        ``image_size`` in ``upsampled`` mode, as is otherwise. ``from_native`` of the block mean of a
+        patch equals ``from_high`` of the patch (the same ops on the same numbers)."""
+        import tensorflow as tf
+
+        if self.factor == 1 or self.mode == "native":
+            return images
+        return tf.image.resize(images, [self.image_size, self.image_size], method="bilinear")
+
+    def source_of(self, height: int, width: int) -> str:
+        """Which input an image of ``height x width`` is: ``"high"`` (``image_size``, the Teacher's
+        magnification) or ``"native"`` (:attr:`native_size`, this view's magnification). Any other
+        size is a :class:`ConfigError`: sizes alone decide, nothing is stretched or guessed."""
+        if height != width:
+            raise ConfigError(f"image of {height}x{width} px: expected a square patch")
+        if height == self.image_size:
+            return "high"
+        if height == self.native_size:
+            return "native"
+        raise ConfigError(f"image of {height}x{width} px: expected {self.image_size}x{self.image_size} "
+                          f"(high magnification) or {self.native_size}x{self.native_size} (this view's "
+                          "magnification)")
+
+    def prepare(self, images: Any, source: str) -> Any:
+        """The model's input from float32 images in [0, 1]: ``source`` ``"high"`` (the
+        high-magnification patch, :meth:`from_high`) or ``"native"`` (already at this view's
+        magnification, :meth:`from_native`). The one input contract of training, serving and slides."""
+        if source == "high":
+            return self.from_high(images)
+        if source == "native":
+            return self.from_native(images)
+        raise ConfigError(f"input source={source!r}: expected 'high' or 'native'")
 
 
 __all__ = ["InputView", "KEYS", "MODES"]

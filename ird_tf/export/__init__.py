@@ -1,11 +1,12 @@
-"""Export for TensorFlow Serving: a versioned SavedModel with a float-image and an encoded-bytes signature."""
+"""Export for TensorFlow Serving: a versioned SavedModel whose signatures take Student-magnification
+images, high-magnification patches or encoded files (one input contract, ``InputView.prepare``)."""
 
 from ird_tf.export.serving import (
     BYTES_SIGNATURE,
     DEFAULT_SIGNATURE,
+    HIGH_SIGNATURE,
     export_for_serving,
     find_export,
-    student_view,
 )
 
-__all__ = ["BYTES_SIGNATURE", "DEFAULT_SIGNATURE", "export_for_serving", "find_export", "student_view"]
+__all__ = ["BYTES_SIGNATURE", "DEFAULT_SIGNATURE", "HIGH_SIGNATURE", "export_for_serving", "find_export"]

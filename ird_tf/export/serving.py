@@ -1,17 +1,28 @@
 """Export a classifier as a versioned SavedModel for TensorFlow Serving.
 
-Two signatures, so that clients need no copy of the training pipeline:
+One input contract (:meth:`ird_tf.data.view.InputView.prepare`), three signatures whose input shapes
+alone say what they take (``S`` = ``image_size``, the high-magnification patch the Student's view
+derives from; ``n`` = ``native_size``, that patch at the Student's magnification):
 
-- ``serving_default``: ``images`` float32 ``[N, S, S, 3]`` in [0, 1], already at the student's input size.
-- ``predict_image_bytes``: ``image_bytes`` string ``[N]`` of encoded JPEG/PNG/BMP/GIF files (REST clients
-  send ``{"b64": ...}``). The graph decodes each image and derives the student's view the way training
-  did, so a client may send either a full high-magnification patch or a scan already at the student's
-  magnification (see :func:`student_view`).
+- ``serving_default``: ``images`` float32 ``[N, n, n, 3]`` in [0, 1], images **at the Student's
+  magnification in native size** (a slide level, a low-magnification scan). An ``upsampled`` Student's
+  bilinear upsampling to ``S`` happens inside the graph.
+- ``predict_high_mag``: ``images`` float32 ``[N, S, S, 3]`` in [0, 1], **high-magnification patches**
+  (the Teacher's 10x); the graph derives the Student's view as training did (block mean, then bilinear
+  back up in ``upsampled`` mode).
+- ``predict_image_bytes``: ``image_bytes`` string ``[N]`` of encoded JPEG/PNG/BMP/GIF/WebP files (REST:
+  ``{"b64": ...}``). Each image must be square, ``S x S`` (read as high magnification) or ``n x n`` (read
+  as the Student's magnification); grayscale becomes 3 equal channels, an alpha channel is dropped.
+  Any other size, and any undecodable file, fails the **whole request** with INVALID_ARGUMENT and a
+  message naming the accepted sizes (no partial answers): send one image per request to isolate a bad
+  one. Nothing is stretched or guessed.
 
-Both return ``probabilities`` float32 ``[N, C]``, ``class_index`` int64 ``[N]`` and ``class_name``
-string ``[N]``. TF Serving loads the highest integer sub-directory of the model's base directory, hence
-the ``<export_base>/<N>/`` layout; each version also carries ``assets.extra/metadata.json`` and
-``assets.extra/labels.txt`` (files TF Serving and ``tf.saved_model.load`` leave alone).
+A float tensor of another shape is refused by the signature's input spec. All return ``probabilities``
+float32 ``[N, C]``, ``class_index`` int64 ``[N]`` and ``class_name`` string ``[N]``. TF Serving loads
+the highest integer sub-directory of the model's base directory, hence the ``<export_base>/<N>/``
+layout; each version also carries ``assets.extra/metadata.json`` (sizes, factor, mode, magnifications,
+``teacher_mpp``: µm/px at the Teacher's magnification, 10 / teacher_mag by default, so 10x = 1 µm/px as
+on SICAPv2 and the synthetic benchmark) and ``assets.extra/labels.txt``.
 """
 
 from __future__ import annotations
@@ -27,8 +38,10 @@ import keras
 import tensorflow as tf
 
 from ird_tf.config import MODES, ConfigError
+from ird_tf.data.view import InputView
 
 DEFAULT_SIGNATURE = "serving_default"
+HIGH_SIGNATURE = "predict_high_mag"
 BYTES_SIGNATURE = "predict_image_bytes"
 OUTPUTS = ("probabilities", "class_index", "class_name")
 
@@ -58,37 +71,6 @@ def find_export(export_base: str | Path, **match: Any) -> Path | None:
         if all(info.get(k) == v for k, v in match.items()):
             return version
     return None
-
-
-def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Area resize when the image is larger than ``size`` (a true average, as the block mean of the
-    pipeline for whole factors), bilinear otherwise (equal size is the identity)."""
-    shape = tf.shape(image)
-    larger = tf.logical_or(shape[0] > size, shape[1] > size)
-    return tf.cond(
-        larger,
-        lambda: tf.image.resize(image, [size, size], method="area"),
-        lambda: tf.image.resize(image, [size, size], method="bilinear"),
-    )
-
-
-def student_view(image: tf.Tensor, *, input_size: int, factor: int = 1, mode: str = "native") -> tf.Tensor:
-    """One float image ``[H, W, 3]`` in [0, 1] brought to what the student saw in training, ``[S, S, 3]``.
-
-    - ``native``: the student takes low-magnification images of side ``input_size``; any larger image
-      (for example the full high-magnification patch, ``input_size * factor``) is area-downsampled.
-    - ``upsampled``: the student takes ``input_size`` images that were block-mean downsampled by
-      ``factor`` and bilinearly upsampled back; the image is first brought to ``input_size // factor``
-      (area when larger, so a full patch and a native low-magnification scan give the same view), then
-      bilinearly upsampled to ``input_size``.
-
-    Non-square images are stretched to a square: patches are expected to be square.
-    """
-    native = input_size // factor if mode == "upsampled" else input_size
-    image = _resize(image, native)
-    if native != input_size:
-        image = tf.image.resize(image, [input_size, input_size], method="bilinear")
-    return tf.ensure_shape(image, [input_size, input_size, 3])
 
 
 def _check(input_size: int, factor: int, mode: str, class_names: Sequence[str]) -> None:
@@ -125,25 +107,26 @@ def export_for_serving(
     that path.
 
     ``model`` returns ``{"logits": [B, C], ...}`` (or the logits alone) for float images in [0, 1];
-    ``input_size``, ``factor`` and ``mode`` describe the student's input (see :func:`student_view`);
-    ``metadata`` (for example teacher and student magnification) is added to ``metadata.json``.
-    The version is written to a hidden temporary directory first and renamed into place, so a model
-    server polling ``export_base`` never sees half a version.
+    ``input_size`` (the model's input side), ``factor`` and ``mode`` describe the Student's view (see
+    :class:`~ird_tf.data.view.InputView`); ``metadata`` (for example teacher and student magnification)
+    is added to ``metadata.json``, with ``teacher_mpp`` = 10 / ``teacher_mag`` unless given. The version
+    is written to a hidden temporary directory first and renamed into place, so a model server polling
+    ``export_base`` never sees half a version.
     """
     _check(input_size, factor, mode, class_names)
     names = [str(c) for c in class_names]
     extra_info = dict(metadata or {})
-    clash = sorted(set(extra_info) & {"class_names", "input_size", "factor", "mode", "native_size",
-                                      "signatures", "outputs"})
+    clash = sorted(set(extra_info) & {"class_names", "input_size", "image_size", "factor", "mode",
+                                      "native_size", "signatures", "outputs"})
     if clash:
         raise ConfigError(f"export metadata keys {clash} are set by the export itself; use other names")
     base = Path(export_base)
-    n = next_version(base) if version is None else int(version)
-    target = base / str(n)
-    if n < 1:
+    version_n = next_version(base) if version is None else int(version)
+    target = base / str(version_n)
+    if version_n < 1:
         raise ConfigError(f"export version={version!r}: expected an integer >= 1 (None: the next free one)")
     if target.exists():
-        raise FileExistsError(f"export version {n}: {target} already exists; pass another version or "
+        raise FileExistsError(f"export version {version_n}: {target} already exists; pass another version or "
                               "none (the next free number)")
     probe = _logits(model, tf.zeros([1, input_size, input_size, 3]))
     if probe.shape[-1] != len(names):
@@ -151,21 +134,52 @@ def export_for_serving(
             f"export class_names has {len(names)} names {names}; the model outputs {probe.shape[-1]} logits"
         )
     table = tf.constant(names)
+    high = input_size if mode == "upsampled" else input_size * factor
+    view = InputView("lr", high, factor, mode)
+    n = view.native_size
+    if "teacher_mag" in extra_info and "teacher_mpp" not in extra_info:
+        extra_info["teacher_mpp"] = 10.0 / float(extra_info["teacher_mag"])
 
     def answer(images: tf.Tensor) -> dict[str, tf.Tensor]:
         probs = tf.nn.softmax(_logits(model, images), axis=-1)
         index = tf.argmax(probs, axis=-1, output_type=tf.int64)
         return {"probabilities": probs, "class_index": index, "class_name": tf.gather(table, index)}
 
+    sizes_msg = (f"{BYTES_SIGNATURE}: expected a square image of {high}x{high} px (high magnification) "
+                 f"or {n}x{n} px (the Student's magnification); got height, width:")
+
     def decode(data: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(data, channels=3, dtype=tf.float32, expand_animations=False)
-        return student_view(image, input_size=input_size, factor=factor, mode=mode)
+        # uint8 first: the WebP decoder takes no other dtype (16-bit PNGs are scaled to 8 bits)
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image = tf.cast(image, tf.float32) / 255.0
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        ok = tf.logical_and(tf.equal(h, w), tf.logical_or(tf.equal(h, high), tf.equal(h, n)))
+        with tf.control_dependencies([tf.debugging.Assert(ok, [sizes_msg, h, w])]):
+            image = tf.identity(image)
+        return tf.cond(
+            tf.equal(h, high),
+            lambda: view.prepare(tf.ensure_shape(image, [high, high, 3])[None], "high")[0],
+            lambda: view.prepare(tf.ensure_shape(image, [n, n, 3])[None], "native")[0],
+        )
 
-    image_spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="images")
+    def require(images: tf.Tensor, side: int, signature: str, what: str) -> tf.Tensor:
+        # the input spec alone is not enforced when a graph is fed directly (fully convolutional
+        # models would answer any size): check it, with a message naming the accepted shape
+        shape = tf.shape(images)
+        ok = tf.reduce_all(tf.equal(shape[1:], [side, side, 3]))
+        msg = f"{signature}: expected float32 [N, {side}, {side}, 3] ({what}); got shape:"
+        with tf.control_dependencies([tf.debugging.Assert(ok, [msg, shape])]):
+            return tf.identity(images)
 
-    @tf.function(input_signature=[image_spec])
+    @tf.function(input_signature=[tf.TensorSpec([None, n, n, 3], tf.float32, name="images")])
     def serve_images(images):
-        return answer(images)
+        images = require(images, n, DEFAULT_SIGNATURE, "images at the Student's magnification, native size")
+        return answer(view.prepare(images, "native"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, high, high, 3], tf.float32, name="images")])
+    def serve_high(images):
+        images = require(images, high, HIGH_SIGNATURE, "high-magnification patches")
+        return answer(view.prepare(images, "high"))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
@@ -175,10 +189,11 @@ def export_for_serving(
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name=DEFAULT_SIGNATURE, fn=serve_images)
+    archive.add_endpoint(name=HIGH_SIGNATURE, fn=serve_high)
     archive.add_endpoint(name=BYTES_SIGNATURE, fn=serve_bytes)
 
     base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{n}-{os.getpid()}"
+    tmp = base / f".tmp-{version_n}-{os.getpid()}"
     try:
         archive.write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
@@ -190,10 +205,15 @@ def export_for_serving(
             "input_size": int(input_size),
             "factor": int(factor),
             "mode": mode,
-            "native_size": int(input_size // factor if mode == "upsampled" else input_size),
+            "image_size": int(high),
+            "native_size": int(n),
             "signatures": {
-                DEFAULT_SIGNATURE: {"inputs": {"images": "float32 [N, S, S, 3] in [0, 1]"}},
-                BYTES_SIGNATURE: {"inputs": {"image_bytes": "string [N] (encoded JPEG/PNG)"}},
+                DEFAULT_SIGNATURE: {"inputs": {"images": f"float32 [N, {n}, {n}, 3] in [0, 1]: images at the "
+                                                         "Student's magnification, native size"}},
+                HIGH_SIGNATURE: {"inputs": {"images": f"float32 [N, {high}, {high}, 3] in [0, 1]: "
+                                                      "high-magnification patches"}},
+                BYTES_SIGNATURE: {"inputs": {"image_bytes": f"string [N]: encoded JPEG/PNG/BMP/GIF/WebP, "
+                                                            f"square, {high} or {n} px"}},
             },
             "outputs": {"probabilities": "float32 [N, C]", "class_index": "int64 [N]",
                         "class_name": "string [N]"},

@@ -1,0 +1,81 @@
+"""Slide outputs: the per-tile CSV columns, the GeoJSON in the form QuPath imports (detections with a
+classification and a name -> number measurement map, level-0 pixel polygons), the heatmap and tissue
+PNGs and slides.csv."""
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from ird_tf.evaluation.slide_report import (
+    geojson,
+    tile_columns,
+    tile_rows,
+    write_csv,
+    write_geojson,
+    write_heatmap,
+    write_slides_csv,
+    write_summary,
+    write_tissue_png,
+)
+from ird_tf.files import stray_temporaries
+
+NAMES = ("NC", "G3", "G4", "G5")
+TILES = [SimpleNamespace(x=0, y=0, size=128, tissue=1.0),
+         SimpleNamespace(x=128, y=0, size=128, tissue=0.61234567)]
+PROBS = np.array([[0.7, 0.1, 0.1, 0.1], [0.05, 0.15, 0.2, 0.6]])
+
+
+def test_rows_and_csv(tmp_path):
+    rows = tile_rows(TILES, PROBS, NAMES, mpp=8.0, level=3, teacher=PROBS[::-1])
+    write_csv(tmp_path / "tiles.csv", rows)
+    with open(tmp_path / "tiles.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["x", "y", "width", "height", "mpp", "level", "tissue", "prob_NC", "prob_G3",
+                              "prob_G4", "prob_G5", "class", "teacher_prob_NC", "teacher_prob_G3",
+                              "teacher_prob_G4", "teacher_prob_G5", "teacher_class"]
+    assert [r["class"] for r in table] == ["NC", "G5"] and [r["teacher_class"] for r in table] == ["G5", "NC"]
+    assert table[1]["x"] == "128" and table[1]["width"] == "128" and table[1]["mpp"] == "8.0"
+    assert table[1]["tissue"] == "0.612346"  # 6 significant digits, not 17
+    assert list(table[0]) == tile_columns(NAMES, teacher=True)
+    write_csv(tmp_path / "empty.csv", [], tile_columns(NAMES))  # a slide without tissue: the header alone
+    assert (tmp_path / "empty.csv").read_text().splitlines() == [",".join(tile_columns(NAMES))]
+
+
+def test_geojson_is_qupath_detections(tmp_path):
+    rows = tile_rows(TILES, PROBS, NAMES, mpp=8.0, level=3)
+    write_geojson(tmp_path / "t.geojson", rows, NAMES)
+    fc = json.loads((tmp_path / "t.geojson").read_text())
+    assert fc == geojson(rows, NAMES)
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 2
+    f = fc["features"][1]
+    assert f["type"] == "Feature"
+    assert f["geometry"] == {"type": "Polygon",
+                             "coordinates": [[[128, 0], [256, 0], [256, 128], [128, 128], [128, 0]]]}
+    p = f["properties"]
+    assert p["objectType"] == "detection"
+    assert p["classification"] == {"name": "G5", "color": [215, 25, 28]}
+    assert isinstance(p["measurements"], dict)
+    assert p["measurements"]["prob_G5"] == 0.6 and p["measurements"]["tissue"] == 0.612346
+    assert all(isinstance(v, (int, float)) for v in p["measurements"].values())
+
+
+def test_pngs_summary_and_slides_csv(tmp_path):
+    thumb = np.full((40, 60, 3), 240, np.uint8)
+    rows = tile_rows(TILES, PROBS, NAMES, mpp=8.0, level=3)
+    write_heatmap(tmp_path / "a" / "heatmap.png", thumb, 8.0, rows, NAMES, title="a: 5+5=10")
+    assert Image.open(tmp_path / "a" / "heatmap.png").size[0] > 100
+    write_tissue_png(tmp_path / "a" / "tissue.png", thumb[..., 0] > 100)
+    assert np.asarray(Image.open(tmp_path / "a" / "tissue.png")).max() == 255
+    write_summary(tmp_path / "a" / "summary.json", {
+        "slide": "a.tiff", "tiles": 2, "level": 3, "mpp_read": 8.0, "seconds": 1.5,
+        "grading": {"primary": 5, "secondary": 5, "score": 10, "grade_group": 5, "label": "5+5=10"}})
+    write_slides_csv(tmp_path, failures={"b.tiff": "slide b.tiff cannot be opened"})
+    with open(tmp_path / "slides.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["slide"], r["status"], r["grading"], r["grade_group"]) for r in table] == [
+        ("a.tiff", "done", "5+5=10", "5"), ("b.tiff", "failed", "", "")]
+    assert "cannot be opened" in table[1]["error"]
+    assert not stray_temporaries(tmp_path)
