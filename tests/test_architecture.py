@@ -17,9 +17,9 @@ FLOORS = {
     "runs": 6, "experiments": 7,
 }
 TF_FREE = ["ird_tf.errors", "ird_tf.files", "ird_tf.progress", "ird_tf.terms", "ird_tf.config",
-           "ird_tf.scoring", "ird_tf.data.view", "ird_tf.data.readers", "ird_tf.data.synthetic", "ird_tf.runs",
-           "ird_tf.runs.identity", "ird_tf.runs.results", "ird_tf.runs.claims", "ird_tf.experiments.cli",
-           "ird_tf.experiments.study", "ird_tf.experiments.sweep", "ird_tf.experiments.label_free"]
+           "ird_tf.scoring", "ird_tf.data.view", "ird_tf.data.readers", "ird_tf.data.synthetic",
+           "ird_tf.runs", "ird_tf.runs.identity", "ird_tf.runs.results", "ird_tf.runs.claims",
+           "ird_tf.experiments.cli", "ird_tf.experiments.study", "ird_tf.experiments.sweep", "ird_tf.experiments.label_free"]
 
 
 def _modules() -> dict[str, Path]:
@@ -41,8 +41,6 @@ def _imports(path: Path, *, top_level_only: bool) -> set[str]:
             found.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-        elif isinstance(node, ast.If) and top_level_only:  # if TYPE_CHECKING: ... is not an import at run time
-            continue
     return {m for m in found if m.startswith("ird_tf.")}
 
 
