@@ -117,11 +117,6 @@ class DataConfig:
         """Integer downsampling factor teacher_mag / student_mag (1, 2, 4, 8, 16)."""
         return int(round(self.teacher_mag / self.student_mag))
 
-    @property
-    def student_size(self) -> int:
-        """Side of the student's input image."""
-        return self.image_size if self.mode == "upsampled" else self.image_size // self.factor
-
     def validate(self) -> None:
         _check_choice("data.source", self.source, SOURCES)
         _check_choice("data.mode", self.mode, MODES)

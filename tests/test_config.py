@@ -3,6 +3,7 @@
 import pytest
 
 from ird_tf.config import ConfigError, DataConfig, ExperimentConfig, LossConfig, preset
+from ird_tf.data.view import InputView
 
 
 def test_presets_validate_and_round_trip(tmp_path):
@@ -30,8 +31,8 @@ def test_factor_and_student_size(mag, factor, size):
     d = DataConfig(student_mag=mag, image_size=size)
     d.validate()
     assert d.factor == factor
-    assert d.student_size == size
-    assert DataConfig(student_mag=mag, mode="native").student_size == size // factor
+    assert InputView.student(d).size == size
+    assert InputView.student(DataConfig(student_mag=mag, mode="native")).size == size // factor
 
 
 @pytest.mark.parametrize(

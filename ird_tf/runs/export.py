@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
+from ird_tf.data.view import InputView
 from ird_tf.progress import say
 
 
@@ -21,7 +22,7 @@ def export_student(student, cfg: ExperimentConfig, class_names, run_dir: Path, e
         say(f"student already exported for TF Serving: {found}")
         return found
     path = export_for_serving(
-        student, export_dir, input_size=d.student_size, class_names=class_names, factor=d.factor,
+        student, export_dir, input_size=InputView.student(d).size, class_names=class_names, factor=d.factor,
         mode=d.mode, metadata={"teacher_mag": d.teacher_mag, "student_mag": d.student_mag,
                                "backbone": cfg.model.backbone, "run_dir": str(run_dir),
                                "weights_sha256": weights},

@@ -13,7 +13,6 @@ def test_views_of_the_settings():
     teacher, student = InputView.teacher(data), InputView.student(data)
     assert (teacher.key, teacher.size, teacher.factor, teacher.is_teacher) == ("hr", 128, 1, True)
     assert (student.key, student.size, student.native_size, student.factor) == ("lr", 16, 16, 8)
-    assert student.size == data.student_size
     up = InputView.of(DataConfig(image_size=128, student_mag=2.5), "alone")
     assert (up.size, up.native_size) == (128, 32)
 

@@ -6,19 +6,12 @@ and checked (and tested) without the data, the runner or the tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
-from ird_tf.experiments.study import (
-    as_integer,
-    as_integers,
-    as_list,
-    as_numbers,
-    load_study_file,
-    save_study_file,
-)
+from ird_tf.experiments.study import build_section, load_study_file, save_study_file
 from ird_tf.experiments.sweep.config import LOSS_FIELDS, NAME_RE, Method, default_methods
 from ird_tf.terms import term_spec
 
@@ -28,6 +21,23 @@ SECTION = "label_free"
 def default_label_free_methods() -> dict[str, dict[str, Any]]:
     return {"kd_fmap": {"kd": 1.0, "fmap": 1.0},
             "kd_fmap_at": {"kd": 1.0, "fmap": 1.0, "at": 10.0, "at_classes": "target"}}
+
+
+def _methods(key: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Method name -> loss settings (term weights and options), each key checked against ``LossConfig``."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}={value!r}: expected a mapping name -> loss settings")
+    methods = {}
+    for name, loss in value.items():
+        loss = {} if loss is None else loss
+        if not isinstance(loss, dict):
+            raise ConfigError(f"{key}.{name}={loss!r}: expected a mapping of loss settings")
+        bad = sorted(set(loss) - set(LOSS_FIELDS))
+        if bad:
+            raise ConfigError(f"unknown setting(s) {[f'{key}.{name}.{k}' for k in bad]}; "
+                              f"known: {list(LOSS_FIELDS)}")
+        methods[str(name)] = dict(loss)
+    return methods
 
 
 @dataclass
@@ -56,45 +66,7 @@ class LabelFreeConfig:
     @classmethod
     def from_dict(cls, d: Any) -> LabelFreeConfig:
         """Parses the section; an unknown key or a value of the wrong type names the key."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"{SECTION}: expected a mapping of settings, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {[f'{SECTION}.{k}' for k in unknown]}; known: {known}")
-        kw: dict[str, Any] = {}
-        if "name" in d:
-            kw["name"] = str(d["name"])
-        for key in ("magnifications", "extra_ratios"):
-            if key in d:
-                kw[key] = as_numbers(f"{SECTION}.{key}", d[key])
-        if "seeds" in d:
-            kw["seeds"] = as_integers(f"{SECTION}.seeds", d["seeds"])
-        if "pool_seed" in d:
-            kw["pool_seed"] = as_integer(f"{SECTION}.pool_seed", d["pool_seed"])
-        if d.get("pool_dir") is not None:
-            kw["pool_dir"] = str(d["pool_dir"])
-        if "mode" in d:
-            kw["mode"] = d["mode"]
-        if "methods" in d:
-            if not isinstance(d["methods"], dict):
-                raise ConfigError(f"{SECTION}.methods={d['methods']!r}: expected a mapping name -> "
-                                  "loss settings")
-            methods = {}
-            for name, loss in d["methods"].items():
-                loss = {} if loss is None else loss
-                if not isinstance(loss, dict):
-                    raise ConfigError(f"{SECTION}.methods.{name}={loss!r}: expected a mapping of loss "
-                                      "settings")
-                bad = sorted(set(loss) - set(LOSS_FIELDS))
-                if bad:
-                    raise ConfigError(f"unknown setting(s) {[f'{SECTION}.methods.{name}.{k}' for k in bad]}; "
-                                      f"known: {list(LOSS_FIELDS)}")
-                methods[str(name)] = dict(loss)
-            kw["methods"] = methods
-        if "references" in d:
-            kw["references"] = tuple(str(r) for r in as_list(f"{SECTION}.references", d["references"] or []))
-        return cls(**kw)
+        return build_section(cls, d, SECTION, {"methods": _methods})
 
     def validate(self, base: ExperimentConfig) -> LabelFreeConfig:
         """Checks every setting against the base experiment; errors name the ``label_free.`` key."""

@@ -22,11 +22,18 @@ from ird_tf.experiments.study.report import (
     write_outputs,
 )
 from ird_tf.experiments.study.study_file import load_study_file, save_study_file
-from ird_tf.experiments.study.values import as_integer, as_integers, as_list, as_number, as_numbers
+from ird_tf.experiments.study.values import (
+    as_integer,
+    as_integers,
+    as_list,
+    as_number,
+    as_numbers,
+    build_section,
+)
 
 __all__ = [
-    "RESULTS_DIR", "PlannedRun", "StudyCommand", "as_integer", "as_integers", "as_list", "as_number",
-    "as_numbers", "build_parser", "common_lines", "csv_preamble", "execute", "fmt_time", "git_commit",
-    "load_study_file", "main", "nan_if_none", "prepare_run", "print_dry_run", "resolve", "run_all",
-    "save_study_file", "select_seeds", "stat_cell", "write_outputs",
+    "PlannedRun", "RESULTS_DIR", "StudyCommand", "as_integer", "as_integers", "as_list", "as_number",
+    "as_numbers", "build_parser", "build_section", "common_lines", "csv_preamble", "execute", "fmt_time",
+    "git_commit", "load_study_file", "main", "nan_if_none", "prepare_run", "print_dry_run", "resolve",
+    "run_all", "save_study_file", "select_seeds", "stat_cell", "write_outputs",
 ]

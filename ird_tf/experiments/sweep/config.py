@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ird_tf.config import AT_WEIGHTINGS, MODES, PAPER_SEEDS, ConfigError, ExperimentConfig, LossConfig
-from ird_tf.experiments.study import (
-    as_integers,
-    as_list,
-    as_number,
-    as_numbers,
-    load_study_file,
-    save_study_file,
-)
+from ird_tf.experiments.study import build_section, load_study_file, save_study_file
 from ird_tf.terms import TERM_NAMES, term_spec
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
@@ -90,34 +83,7 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d: Any) -> SweepConfig:
         """Parses the ``sweep:`` section; an unknown key or a value of the wrong type names the key."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"sweep: expected a mapping of sweep settings, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown sweep setting(s) {['sweep.' + k for k in unknown]}; known: {known}")
-        kw: dict[str, Any] = {}
-        if "name" in d:
-            kw["name"] = str(d["name"])
-        if "magnifications" in d:
-            kw["magnifications"] = as_numbers("sweep.magnifications", d["magnifications"])
-        if "seeds" in d:
-            kw["seeds"] = as_integers("sweep.seeds", d["seeds"])
-        if "methods" in d:
-            kw["methods"] = parse_methods(d["methods"])
-        if "mode" in d:
-            kw["mode"] = d["mode"]
-        if d.get("localisation") is not None:
-            kw["localisation"] = tuple(str(m) for m in as_list("sweep.localisation", d["localisation"]))
-        if "localisation_weighting" in d:
-            kw["localisation_weighting"] = d["localisation_weighting"]
-        if d.get("cost") is not None:
-            if not isinstance(d["cost"], bool):
-                raise ConfigError(f"sweep.cost={d['cost']!r}: expected true, false or null (= native only)")
-            kw["cost"] = d["cost"]
-        if "cost_seconds" in d:
-            kw["cost_seconds"] = as_number("sweep.cost_seconds", d["cost_seconds"])
-        return cls(**kw)
+        return build_section(cls, d, "sweep", {"methods": lambda _key, v: parse_methods(v), "cost": _cost})
 
     def validate(self, base: ExperimentConfig) -> SweepConfig:
         """Checks every setting against the base experiment; errors name the ``sweep.`` key."""
@@ -154,6 +120,12 @@ class SweepConfig:
         if self.cost_seconds <= 0:
             raise ConfigError(f"sweep.cost_seconds={self.cost_seconds!r}: expected a number > 0")
         return self
+
+
+def _cost(key: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: expected true, false or null (= native only)")
+    return value
 
 
 def parse_methods(value: Any) -> dict[str, Method]:

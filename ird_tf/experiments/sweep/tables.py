@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
+from ird_tf.data.view import InputView
 from ird_tf.experiments import study
 from ird_tf.experiments.sweep.config import SweepConfig, describe, localisation_key
 from ird_tf.experiments.sweep.plan import Planned
@@ -47,7 +48,7 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
             seconds += result.seconds
         summary = summarize_seeds(per_seed) if per_seed else {}
         kind = "teacher" if method == "teacher" else sweep.methods[method].kind
-        size = runs[0].cfg.data.image_size if kind == "teacher" else runs[0].cfg.data.student_size
+        size = InputView.of(runs[0].cfg.data, kind).size
         rec = {"magnification": mag, "method": method, "kind": kind, "input_px": size,
                "seeds_done": len(per_seed), "seeds_planned": len(runs), "summary": summary,
                "runs": dirs, "seconds": seconds}
