@@ -128,6 +128,17 @@ def _cost(key: str, value: Any) -> bool | None:
     return value
 
 
+def loss_settings(key: str, value: Any) -> dict[str, Any]:
+    """A method's loss settings (term weights and options): a mapping whose keys are ``LossConfig``'s."""
+    loss = value or {}
+    if not isinstance(loss, dict):
+        raise ConfigError(f"{key}={loss!r}: expected a mapping of loss settings")
+    bad = sorted(set(loss) - set(LOSS_FIELDS))
+    if bad:
+        raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in bad]}; known: {list(LOSS_FIELDS)}")
+    return dict(loss)
+
+
 def parse_methods(value: Any) -> dict[str, Method]:
     """``{name: {kind, loss}}``, or a list of built-in method names (alone, fm, fm_at, kd)."""
     builtin = default_methods()
@@ -152,13 +163,7 @@ def parse_methods(value: Any) -> dict[str, Method]:
         kind = spec.get("kind", "distill")
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind={kind!r} is not accepted; expected one of {list(KINDS)}")
-        loss = spec.get("loss") or {}
-        if not isinstance(loss, dict):
-            raise ConfigError(f"{key}.loss={loss!r}: expected a mapping of loss settings")
-        bad = sorted(set(loss) - set(LOSS_FIELDS))
-        if bad:
-            raise ConfigError(f"unknown setting(s) {[f'{key}.loss.{k}' for k in bad]}; "
-                              f"known: {list(LOSS_FIELDS)}")
+        loss = loss_settings(f"{key}.loss", spec.get("loss"))
         terms = [t for t in TERM_NAMES if t in loss and t != "ce" and loss[t]]
         if kind == "alone" and terms:
             raise ConfigError(f"{key}: kind 'alone' trains with cross-entropy only; it cannot use the "
