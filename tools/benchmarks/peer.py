@@ -128,7 +128,7 @@ class TorchStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def ird_step(images: np.ndarray, labels: np.ndarray):
@@ -200,7 +200,7 @@ def run(args) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)  # the cores TensorFlow's pools use by default
     quick = bool(getattr(args, "quick", False))
     plans = {128: dict(rounds=2 if quick else 5, repeats=1 if quick else 3),
-             512: dict(rounds=1 if quick else 3, repeats=1 if quick else 2)}
+             512: dict(rounds=1 if quick else 3, repeats=1)}
     if quick:
         plans.pop(512)
     results: dict = {"torch_version": torch.__version__}
