@@ -8,15 +8,16 @@ every step), with TensorFlow's thread pools as the steps use them:
 - FLOPs per image of each step, counted from the model's layers (``common.model_forward_flops``; a
   multiply-add is 2 FLOPs): teacher step = 3 F (forward + backward, backward = 2 x forward);
   Distiller CE+FM = F (frozen teacher, forward) + 3 F (student); CE+FM+AT+ adds the attention term,
-  bounded from above (``attention_flops_bound``: well under 0.1 % for both backbones).
+  bounded from above (``attention_flops_bound``; its share of the step is in the results).
 - share = step FLOP/s / convolution FLOP/s, the median over rounds of the within-round share.
 
-Then what raises it: the inter-op thread pool. TensorFlow runs independent ops of a step (the teacher's
-and the student's branches, a convolution's two gradients) concurrently, each with every core, so on a
-2-core machine two convolutions fight over the cores. The same VGG16 Distiller step is timed in child
-processes with ``TF_NUM_INTEROP_THREADS`` / ``TF_NUM_INTRAOP_THREADS`` set (they must be set before
-TensorFlow starts), interleaved (one child per setting per round). And the profiler: one step traced
-with ``tf.profiler``, its op time summed by op type (the committed summary; the trace is not kept).
+What could raise it: the inter-op thread pool (TensorFlow runs independent ops of a step, such as the
+teacher's and the student's branches or a convolution's two gradients, concurrently, each with every
+core): the same VGG16 Distiller step is timed in child processes with ``TF_NUM_INTEROP_THREADS`` /
+``TF_NUM_INTRAOP_THREADS`` set (they must be set before TensorFlow starts), one child per setting per
+round; the data layout (the convolution op in NCHW against NHWC); and what the profiler shows besides
+the convolutions: one step traced with ``tf.profiler``, its op time summed by op type (that summary is
+kept in the results; the trace is not).
 """
 
 from __future__ import annotations
