@@ -4,6 +4,7 @@ within-round ratios and their median, interleaved rounds, and the PyTorch peer's
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -103,3 +104,58 @@ def test_pytorch_peer_taps_conv5_3_before_relu_and_pool():
 
     model = build_classifier("vgg16", 4, (128, 128, 3))
     assert tuple(model.get_layer("features").output.shape[1:]) == (8, 8, 512)
+
+
+def _copy_keras_to_torch(model, backbone, head):
+    import torch
+
+    convs = [m for m in backbone if isinstance(m, torch.nn.Conv2d)]
+    names = [layer.name for layer in model.layers if layer.name.startswith("block") and "conv" in layer.name
+             and not layer.name.endswith("relu")]
+    assert len(names) == len(convs) == 13
+    with torch.no_grad():
+        for name, conv in zip(names, convs, strict=True):
+            kernel, bias = model.get_layer(name).get_weights()
+            conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+            conv.bias.copy_(torch.from_numpy(bias))
+        kernel, bias = model.get_layer("logits").get_weights()
+        head.fc.weight.copy_(torch.from_numpy(kernel.T.copy()))
+        head.fc.bias.copy_(torch.from_numpy(bias))
+
+
+def test_pytorch_peer_step_computes_the_distillers_loss():
+    """Same weights, same images: the PyTorch step's first loss is the Distiller's (so the benchmark times
+    the same computation on both sides). The Keras model scales its input inside (caffe style); that
+    scaling is affine per channel, so it commutes with the pooling and upsampling of the low view."""
+    pytest.importorskip("torch", reason="PyTorch is the optional `bench` extra")
+    import numpy as np
+    from benchmarks import peer
+
+    from ird_tf.config import LossConfig
+    from ird_tf.models import build_classifier
+    from ird_tf.models.backbones import ImagePreprocess
+    from ird_tf.training import Distiller
+
+    keras.utils.set_random_seed(1)
+    size = 32
+    rng = np.random.default_rng(1)
+    images = rng.random((4, size, size, 3), dtype=np.float32)
+    labels = np.array([0, 1, 2, 3], np.int32)
+    teacher = build_classifier("vgg16", 4, (size, size, 3), name="teacher")
+    student = build_classifier("vgg16", 4, (size, size, 3), name="student")
+    lr = tf.image.resize(tf.nn.avg_pool2d(images, peer.FACTOR, peer.FACTOR, "VALID"), (size, size),
+                         "bilinear").numpy()
+    distiller = Distiller(teacher, student, LossConfig())
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-4))
+    expected = float(distiller.train_on_batch({"hr": images, "lr": lr}, labels, return_dict=True)["loss"])
+
+    step = peer.TorchStep(ImagePreprocess("caffe")(images).numpy(), labels)
+    _copy_keras_to_torch(teacher, step.teacher, step.teacher_head)
+    # the student as it was before the Distiller's step: rebuild it with the same seed
+    keras.utils.set_random_seed(1)
+    build_classifier("vgg16", 4, (size, size, 3), name="teacher")
+    fresh = build_classifier("vgg16", 4, (size, size, 3), name="student")
+    _copy_keras_to_torch(fresh, step.student, step.student_head)
+    logs = {k: float(v) for k, v in distiller.get_metrics_result().items()}
+    assert logs["fm"] > 0.01 and logs["at"] > 0.01, logs  # every term takes part
+    assert step() == pytest.approx(expected, rel=1e-3)
