@@ -7,7 +7,9 @@ frozen teacher without gradients (its class maps from its head only, constants),
 for every class with ``create_graph=True`` (second order), loss = CE + 0.1 FM (RMSE) + 10 AT+
 (min-max normalised stacks, per-sample RMSE), Adam (lr 1e-4). The ird_tf side is the Distiller with its
 default loss (the same terms and weights), run through Keras's compiled train function; its low-
-resolution view comes from the data pipeline in training, so here it is made once before timing.
+resolution view comes from the data pipeline in training, so here it is made once before timing. The
+PyTorch model leaves out the Keras model's input scaling (one elementwise op); with that scaling applied
+to its input and the same weights, its loss is the Distiller's (tests/tools).
 
 Both steps get the same images and labels (batch 8, float32) and run in one process, in interleaved
 rounds (each round: the same number of steps of each); the figure to read is the median over rounds of
