@@ -90,8 +90,8 @@ def test_tile_table_writes_the_bytes_of_the_rows(tmp_path):
     rng = np.random.default_rng(0)
     names = ("NC", "G,3", 'G"4', "G5")
     n = 50
-    tiles = [SimpleNamespace(x=int(x), y=int(y), size=128, tissue=round(float(t), 4))
-             for x, y, t in zip(rng.integers(0, 4000, n), rng.integers(0, 4000, n), rng.random(n), strict=True)]
+    corners = zip(rng.integers(0, 4000, n), rng.integers(0, 4000, n), rng.random(n), strict=True)
+    tiles = [SimpleNamespace(x=int(x), y=int(y), size=128, tissue=round(float(t), 4)) for x, y, t in corners]
     probs = rng.dirichlet(np.ones(4), n).astype(np.float32)
     probs[0] = [1.0, 0.0, 0.0, 0.0]
     probs[1] = [1e-7, 0.5, 0.25, 0.25 - 1e-7]
