@@ -250,7 +250,8 @@ def settings_digest(settings: SlideSettings, student: SlideModel, teacher: Slide
 
 
 def batch_for(side: int) -> int:
-    """The default batch: :data:`BATCH_PIXELS` pixels (64 tiles of 128 px), at least 64 and at most
+    """The default batch for a network taking ``side`` px images: :data:`BATCH_PIXELS` pixels (64
+    images of 128 px), at least 64 and at most
     :data:`MAX_BATCH` tiles. A 1.25x Student's 16 px tiles are tiny: 64 of them per call left the
     model's fixed cost per call dominant (measured: 2048 tiles took about 3x longer in batches of 64
     than of 1024)."""
@@ -264,7 +265,7 @@ def infer(slide, tiles, model: SlideModel, mpp0: float, batch_size: int | None =
     plan = choose_level([lv.downsample for lv in slide.levels], mpp0, model.mpp, name=str(slide.path))
     out = np.zeros((len(tiles), len(model.class_names)), np.float32)
     side = model.side
-    batch = batch_size or batch_for(side)
+    batch = batch_size or batch_for(model.view.size)  # the network's input (an upsampled view: 128 px)
     held_idx: list[np.ndarray] = []
     held: list[np.ndarray] = []
 
