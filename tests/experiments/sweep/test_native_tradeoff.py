@@ -40,3 +40,17 @@ def test_tradeoff_config_plans_each_backbone_and_mode():
     # at 5x (factor 2) keep-grid is keep1: the same run, trained once; every other run is its own
     assert runs[(5.0, "grid_alone")].run_dir == runs[(5.0, "keep1_alone")].run_dir
     assert len({p.run_dir for p in runs.values()}) == len(runs) - 2
+
+
+def test_tradeoff_plot_writes_png(tmp_path):
+    from ird_tf.experiments.sweep.tradeoff_plot import plot_tradeoff
+
+    csv = tmp_path / "s.csv"
+    csv.write_text("# header\nmagnification,method,seeds_done,balanced_accuracy_mean,mflops_per_image\n"
+                   "10,teacher,1,0.9,111\n1.25,alone,1,0.6,1.7\n1.25,grid_alone,1,0.7,37.6\n"
+                   "2.5,alone,1,0.7,6.9\n2.5,up_alone,0,,111\n")
+    out = plot_tradeoff(csv)
+    assert out == tmp_path / "s.png" and out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(Exception, match="columns"):
+        (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+        plot_tradeoff(tmp_path / "bad.csv")
