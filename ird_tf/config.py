@@ -19,9 +19,12 @@ from ird_tf.terms import TERM_NAMES
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
-BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2")
+# <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger)
+NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)))
+BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
-BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1}
+BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,
+                      **{name: 1 for name in NATIVE_BACKBONES}}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 AT_NORMS = ("minmax", "softmax", "l2", "none")
@@ -145,9 +148,18 @@ class ModelConfig:
     backbone: str = "vgg_tiny"
     weights: str | None = None
     student_weights: str | None = None
+    # the Student's backbone when it differs from the Teacher's (None: the same as ``backbone``),
+    # e.g. vgg_tiny_keep3 for a native 1.25x student of a vgg_tiny teacher
+    student_backbone: str | None = None
+
+    @property
+    def student(self) -> str:
+        return self.student_backbone or self.backbone
 
     def validate(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
+        if self.student_backbone is not None:
+            _check_choice("model.student_backbone", self.student_backbone, BACKBONES)
 
 
 @dataclass

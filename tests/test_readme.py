@@ -81,6 +81,28 @@ PEER_ROWS = {
 }
 
 
+N = "native"
+NATIVE_ROWS = {
+    "FLOPs per image: Teacher": [(N, "flops_per_image", m) for m in
+                                 ("vgg_tiny@128", "vgg_tiny@16", "vgg_tiny_keep1@16", "vgg_tiny_keep3@16")],
+    "images/s ratio Student / Teacher, batch 32, `tf.function`": [
+        (N, "batches", "32", "measured_ratio_vs_teacher", f"{m}@16/function")
+        for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 32 with XLA": [(N, "batches", "32", "measured_ratio_vs_teacher", f"{m}@16/xla")
+                                      for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 256, `tf.function`": [
+        (N, "batches", "256", "measured_ratio_vs_teacher", f"{m}@16/function")
+        for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 1, `tf.function` / XLA": [
+        (N, "batches", "1", "measured_ratio_vs_teacher", f"vgg_tiny@16/{p}") for p in ("function", "xla")],
+    "measured ratio / FLOPs ratio, plain `vgg_tiny`": [
+        (N, "batches", b, "ratio_over_flops_ratio", "vgg_tiny@16/function") for b in ("32", "256")],
+    "measured ratio / FLOPs ratio, `vgg_tiny_keep1`": [
+        (N, "batches", "32", "ratio_over_flops_ratio", "vgg_tiny_keep1@16/xla")],
+    "a compiled call that returns its input": [(N, "batches", b, "overhead_ms") for b in ("32", "1")],
+}
+
+
 def _check_rows(rows: list[str], expected_by_label: dict, bench: dict) -> None:
     assert len(rows) == len(expected_by_label), "README benchmark rows and their expected keys differ"
     for row in rows:
@@ -99,9 +121,10 @@ def _check_rows(rows: list[str], expected_by_label: dict, bench: dict) -> None:
 def test_benchmark_figures_are_those_of_the_benchmark_files():
     section = _section("## Benchmarks")
     parts = section.split("\n| measured |")  # each table's header row starts with it
-    assert len(parts) == 3, "the Benchmarks section has two tables, each with a `| measured |` header"
+    assert len(parts) == 4, "the Benchmarks section has three tables, each with a `| measured |` header"
     for part, name, expected in ((parts[1], "benchmark_cpu.json", BENCHMARK_ROWS),
-                                 (parts[2], "benchmark_peer_cpu.json", PEER_ROWS)):
+                                 (parts[2], "benchmark_peer_cpu.json", PEER_ROWS),
+                                 (parts[3], "benchmark_native_cpu.json", NATIVE_ROWS)):
         bench = json.loads((RESULTS / name).read_text(encoding="utf-8"))
         assert f"`{bench['command']}`" in section
         _check_rows(_table_rows(part), expected, bench)  # the header row's rest does not start with "|"

@@ -7,6 +7,7 @@
     python tools/benchmark.py machine     # conv/matmul GFLOP/s of this CPU and each step's share of it
     python tools/benchmark.py xla         # jit_compile against none: steps, single ops, the augmentation
     python tools/benchmark.py slide       # whole slides: Student vs Teacher end to end, reading, memory
+    python tools/benchmark.py native      # native Students vs the Teacher: images/s ratio against FLOPs ratio
     python tools/benchmark.py all         # every section, in this order
     python tools/benchmark.py peer machine xla   # several sections in one run
 
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("data", "attention", "train", "slide", "peer", "machine", "xla")
+SECTIONS = ("data", "attention", "train", "slide", "peer", "machine", "xla", "native")
 
 
 def main(argv: list[str] | None = None) -> int:

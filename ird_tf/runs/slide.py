@@ -139,11 +139,12 @@ def _load_run(run: Path, role: str, option: str) -> SlideModel:
     cfg = ExperimentConfig.load(run / "config.yaml")
     names = tuple(cfg.data.class_names or DEFAULT_CLASSES)
     view = InputView.teacher(cfg.data) if role == "teacher" else InputView.student(cfg.data)
-    model = build_classifier(cfg.model.backbone, len(names), (view.size, view.size, 3), None, name=role)
+    backbone = cfg.model.backbone if role == "teacher" else cfg.model.student
+    model = build_classifier(backbone, len(names), (view.size, view.size, 3), None, name=role)
     try:
         model.load_weights(str(run / "best.weights.h5"))
     except (ValueError, OSError) as e:
-        raise ConfigError(f"argument {option}: {run}/best.weights.h5 does not fit a {cfg.model.backbone} "
+        raise ConfigError(f"argument {option}: {run}/best.weights.h5 does not fit a {backbone} "
                           f"{role} with {len(names)} classes ({e})") from e
 
     @tf.function(input_signature=[tf.TensorSpec([None, view.native_size, view.native_size, 3], tf.float32)])
