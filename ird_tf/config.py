@@ -6,6 +6,8 @@ that config (or plain arguments taken from it). Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,16 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"{name}={value!r} is not accepted; expected one of {list(choices)}")
 
 
-def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+def _check_number(name: str, value: Any, integer: bool = False) -> None:
+    """A finite number (an integer when ``integer``); booleans and NaN/infinity are refused."""
+    kind = "an integer" if integer else "a finite number"
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r} is not accepted; expected {kind}")
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False, integer: bool = False) -> None:
+    _check_number(name, value, integer)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name}={value!r} is not accepted; expected a number {bound}")
@@ -64,8 +75,13 @@ class SyntheticConfig:
 
     def validate(self) -> None:
         for name in ("patients", "slides_per_patient", "patches_per_slide", "patch_size", "folds"):
-            _check_positive(f"synthetic.{name}", getattr(self, name))
-        if len(self.class_balance) != 4 or min(self.class_balance) < 0 or sum(self.class_balance) <= 0:
+            _check_positive(f"synthetic.{name}", getattr(self, name), integer=True)
+        _check_number("synthetic.seed", self.seed, integer=True)
+        _check_number("synthetic.difficulty", self.difficulty)
+        balance = self.class_balance
+        if not isinstance(balance, tuple | list) or not all(
+                isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in balance
+        ) or len(balance) != 4 or min(balance) < 0 or sum(balance) <= 0:
             raise ConfigError(
                 f"synthetic.class_balance={self.class_balance!r}: expected 4 weights >= 0 (NC, G3, G4, G5)"
             )
@@ -89,7 +105,10 @@ class AugmentConfig:
 
     def validate(self) -> None:
         _check_positive("augment.rotation_deg", self.rotation_deg, allow_zero=True)
-        if not (0 < self.scale[0] <= self.scale[1]):
+        scale = self.scale
+        if not isinstance(scale, tuple | list) or len(scale) != 2 or not all(
+                isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) for s in scale
+        ) or not (0 < scale[0] <= scale[1]):
             raise ConfigError(f"augment.scale={self.scale!r}: expected (low, high) with 0 < low <= high")
         for name in ("translate", "color_jitter", "stain_jitter"):
             _check_positive(f"augment.{name}", getattr(self, name), allow_zero=True)
@@ -125,8 +144,11 @@ class DataConfig:
         _check_choice("data.mode", self.mode, MODES)
         if self.source in ("sicap", "folders") and not self.root:
             raise ConfigError(f"data.root is required when data.source={self.source!r}")
+        _check_fold(self)
         _check_positive("data.teacher_mag", self.teacher_mag)
         _check_positive("data.student_mag", self.student_mag)
+        _check_positive("data.image_size", self.image_size, integer=True)
+        _check_positive("data.batch_size", self.batch_size, integer=True)
         ratio = self.teacher_mag / self.student_mag
         if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
             raise ConfigError(
@@ -137,8 +159,6 @@ class DataConfig:
             raise ConfigError(
                 f"data.image_size={self.image_size} is not divisible by the factor {self.factor}"
             )
-        _check_positive("data.image_size", self.image_size)
-        _check_positive("data.batch_size", self.batch_size)
         self.augment.validate()
         self.synthetic.validate()
 
@@ -160,6 +180,11 @@ class ModelConfig:
         _check_choice("model.backbone", self.backbone, BACKBONES)
         if self.student_backbone is not None:
             _check_choice("model.student_backbone", self.student_backbone, BACKBONES)
+        for name, backbone in (("weights", self.backbone),
+                               ("student_weights", self.student_backbone or self.backbone)):
+            problem = weights_problem(getattr(self, name), backbone)
+            if problem:
+                raise ConfigError(f"model.{name}={getattr(self, name)!r}: {problem}")
 
 
 @dataclass
@@ -199,6 +224,9 @@ class LossConfig:
         _check_choice("loss.fmap_p", self.fmap_p, (1, 2))
         _check_choice("loss.map_resize", self.map_resize, MAP_RESIZES)
         _check_positive("loss.at_temperature", self.at_temperature)
+        _check_positive("loss.label_smoothing", self.label_smoothing, allow_zero=True)
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"loss.label_smoothing={self.label_smoothing!r}: expected a number in [0, 1)")
         _check_positive("loss.kd_temperature", self.kd_temperature)
         if not self.weights():
             raise ConfigError(f"loss: every term weight is 0; one of {'/'.join(TERM_NAMES)} must be > 0")
@@ -216,8 +244,8 @@ class OptimConfig:
         _check_choice("optim.name", self.name, ("adam", "adamw", "sgd"))
         _check_positive("optim.learning_rate", self.learning_rate)
         _check_positive("optim.weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("optim.epochs", self.epochs)
-        _check_positive("optim.teacher_epochs", self.teacher_epochs)
+        _check_positive("optim.epochs", self.epochs, integer=True)
+        _check_positive("optim.teacher_epochs", self.teacher_epochs, integer=True)
 
 
 @dataclass
@@ -241,6 +269,70 @@ class RunConfig:
     def validate(self) -> None:
         _check_choice("run.precision", self.precision, PRECISIONS)
         _check_choice("run.strategy", self.strategy, STRATEGIES)
+        _check_number("run.seed", self.seed, integer=True)
+        _check_choice("run.verbose", self.verbose, (0, 1, 2))
+        _check_positive("run.tensorboard_images", self.tensorboard_images, allow_zero=True, integer=True)
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise ConfigError(f"run.output_dir={self.output_dir!r} is not accepted; expected a folder path")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name
+                                      or os.sep in self.name or self.name in (".", "..")):
+            raise ConfigError(f"run.name={self.name!r} is not accepted; expected a folder name (no '/')")
+
+
+def _check_fold(d: DataConfig) -> None:
+    """SICAPv2 has folds Val1..Val4, the synthetic benchmark Val1..Val<synthetic.folds>; class folders
+    have no folds (their split comes from the folders or a stratified draw), so the field is ignored."""
+    if d.source == "folders":
+        return
+    n = 4 if d.source == "sicap" else d.synthetic.folds
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        _check_choice("data.fold", d.fold, tuple(f"Val{k}" for k in range(1, n + 1)))
+
+
+HDF5_SIGNATURE, ZIP_SIGNATURE = b"\x89HDF\r\n\x1a\n", b"PK\x03\x04"
+#: backbones with published ImageNet weights (keras.applications counterparts)
+IMAGENET_BACKBONES = ("vgg16", "resnet50", "mobilenet_v2",
+                      *(b for b in NATIVE_BACKBONES if b.startswith("vgg16_")))
+
+
+def weights_problem(weights: Any, backbone: str) -> str | None:
+    """Why ``weights`` cannot be initial weights of ``backbone`` (checked before any work: the value,
+    the file's existence and its format from its first bytes), or None. Whether a file's layers fit the
+    model is only known once the model is built."""
+    if weights is None:
+        return None
+    if not isinstance(weights, str) or not weights:
+        return "expected 'imagenet' or the path of a .weights.h5, .h5 or .keras file"
+    if weights == "imagenet":
+        if backbone not in IMAGENET_BACKBONES:
+            return (f"{backbone} has no published ImageNet weights (backbones that have: "
+                    f"{list(IMAGENET_BACKBONES)}); use a .weights.h5 / .keras file of a trained classifier")
+        return None
+    path = Path(weights)
+    name = path.name.lower()
+    if not name.endswith((".h5", ".hdf5", ".keras")):
+        return "expected 'imagenet' or the path of a .weights.h5, .h5 or .keras file"
+    if not name.endswith((".weights.h5", ".keras")) and backbone not in IMAGENET_BACKBONES:
+        return (f"a keras.applications .h5 file needs a backbone that has one ({list(IMAGENET_BACKBONES)}); "
+                f"{backbone} takes a .weights.h5 / .keras file of a trained classifier")
+    if not path.is_file():
+        return f"file {path} does not exist"
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if name.endswith(".keras"):
+                ok = head[:4] == ZIP_SIGNATURE
+            else:  # HDF5: the signature is at 0 or after a user block of 512, 1024, 2048... bytes
+                ok, offset, size = head == HDF5_SIGNATURE, 512, path.stat().st_size
+                while not ok and offset + 8 <= size:
+                    f.seek(offset)
+                    ok, offset = f.read(8) == HDF5_SIGNATURE, offset * 2
+    except OSError as e:
+        return f"file {path} cannot be read: {e.strerror or e}"
+    if not ok:
+        kind = "a Keras zip archive" if name.endswith(".keras") else "an HDF5 file"
+        return f"file {path} is not {kind} (truncated, or another format)"
+    return None
 
 
 def read_yaml_mapping(path: Path, what: str = "config file") -> dict:
@@ -312,11 +404,52 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}: expected a mapping")
             kwargs[name] = _build(type(current), value, f"{prefix}{name}.")
-        elif isinstance(current, tuple) or (current is None and isinstance(value, list)):
-            kwargs[name] = tuple(value) if value is not None else None
         else:
-            kwargs[name] = value
+            kwargs[name] = _typed(f"{prefix}{name}", value, current)
     return cls(**kwargs)
+
+
+def _typed(key: str, value: Any, default: Any) -> Any:
+    """``value`` of a settings file checked against the type of the field's default (numbers written
+    as text, like YAML's ``1e-3``, are read as numbers); errors name the key."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{key}={value!r} is not accepted; expected {expected}")
+
+    def number(v: Any, integer: bool = False) -> Any:
+        if isinstance(v, str) and not integer:
+            try:
+                v = float(v)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(v, bool) or not isinstance(v, int if integer else int | float):
+            raise bad("an integer" if integer else "a number")
+        return v if integer else float(v)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        return number(value, integer=True)
+    if isinstance(default, float):
+        return number(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a text value")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(default):
+            raise bad(f"a list of {len(default)} numbers")
+        return tuple(number(v) for v in value)
+    if value is None:
+        return None
+    if key.endswith("class_names"):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of class names")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise bad("a text value or null")
+    return value
 
 
 def preset(name: str) -> ExperimentConfig:

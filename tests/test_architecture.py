@@ -12,12 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ird_tf"
 
 # floor of each top-level part of ird_tf: a module may import its own floor and those below
 FLOORS = {
-    "errors": 0, "files": 0, "progress": 0, "terms": 0, "config": 0, "scoring": 0,
+    "errors": 0, "faults": 0, "files": 0, "progress": 0, "terms": 0, "config": 0, "scoring": 0,
     "data": 1, "models": 2, "attention": 3, "losses": 3, "training": 4, "evaluation": 5, "export": 5,
     "runs": 6, "experiments": 7,
 }
-TF_FREE = ["ird_tf.errors", "ird_tf.files", "ird_tf.progress", "ird_tf.terms", "ird_tf.config",
-           "ird_tf.scoring", "ird_tf.data.view", "ird_tf.data.readers", "ird_tf.data.synthetic",
+TF_FREE = ["ird_tf.errors", "ird_tf.faults", "ird_tf.files", "ird_tf.progress", "ird_tf.terms",
+           "ird_tf.config", "ird_tf.scoring", "ird_tf.data.view", "ird_tf.data.readers",
+           "ird_tf.data.synthetic",
            "ird_tf.runs", "ird_tf.runs.identity", "ird_tf.runs.results", "ird_tf.runs.claims",
            "ird_tf.experiments.cli", "ird_tf.experiments.study", "ird_tf.experiments.sweep",
            "ird_tf.experiments.label_free"]

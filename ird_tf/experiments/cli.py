@@ -110,6 +110,8 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
                    help="skip listed images that are absent (counted) instead of failing")
     g.add_argument("--skip-corrupt", action="store_true", default=None,
                    help="skip unreadable images (counted) instead of failing")
+    g.add_argument("--allow-empty-classes", action="store_true",
+                   help="train even when a class has no training images (an error otherwise)")
 
     g = p.add_argument_group("model")
     g.add_argument("--backbone", choices=BACKBONES)
@@ -190,6 +192,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         cfg.data = replace(cfg.data, source="folders", root=values["folders"])
     elif args.preset == "paper" and not args.config and cfg.data.root is None:
         raise ConfigError("--preset paper reads SICAPv2: pass --sicap ROOT")
+    if values.get("fold") is not None and cfg.data.source == "folders":
+        raise ConfigError(f"argument --fold: {values['fold']!r}: --folders data has no folds (its splits are "
+                          "ROOT/train, val, test or a stratified draw); --fold applies to --sicap and the "
+                          "synthetic data (Val1..Val4)")
     if values.get("classes") and cfg.data.source != "folders":
         raise ConfigError(f"argument --classes: class order applies to --folders data; data.source is "
                           f"{cfg.data.source!r} (SICAPv2's order is fixed: NC, G3, G4, G5)")
@@ -208,31 +214,63 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def with_option(message: str, values: dict) -> str:
     """Prefixes a config error with the command-line option that set the bad setting, if one did:
-    ``argument --res: data.student_mag=3.0: ...``."""
+    ``argument --res: data.student_mag=3.0: ...``; else, when the setting came from ``--config``, with
+    that file (the message names the setting by its YAML key)."""
     for dest, (section, field_name) in _FIELDS.items():
         if values.get(dest) is not None and message.startswith(f"{section}.{field_name}="):
             return f"argument --{dest.replace('_', '-')}: {message}"
+    for dest, key in (("sicap", "data.root="), ("folders", "data.root="), ("unlabeled", "data.unlabeled=")):
+        if values.get(dest) is not None and message.startswith(key):
+            return f"argument --{dest}: {message}"
+    if values.get("config") and not message.startswith(("config file", "argument ", "--")):
+        return f"config file {values['config']}: {message}"
+    return message
+
+
+#: Python names in library messages -> the options a command-line user types
+_OPTION_NAMES = {"skip_corrupt=True": "--skip-corrupt", "skip_missing=True": "--skip-missing"}
+
+
+def for_command_line(message: str) -> str:
+    """A library message in the words of the command line (``--skip-corrupt``, not ``skip_corrupt=True``)."""
+    for python, option in _OPTION_NAMES.items():
+        message = message.replace(python, option)
     return message
 
 
 def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> int:
-    """Runs a command's body; a data error or a diverged run ends it with a one-line message naming the
-    file or the run (exit status 1) instead of a traceback. Trained work stays in the run directory."""
+    """Runs a command's body; a user's mistake ends it with a one-line message instead of a traceback: a
+    setting found wrong only at work time (initial weights that do not fit the model) with exit status 2,
+    a data error, a diverged run or a file that cannot be written (a full disk) with exit status 1.
+    Trained work stays in the run directory."""
     try:
         return main_body(args, cfg)
+    except ConfigError as e:
+        print(f"error: {for_command_line(with_option(str(e), vars(args)))}", file=sys.stderr, flush=True)
+        return 2
     except (DataError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"error: {for_command_line(str(e))}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as e:
+        if e.errno is None:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e}; the run's earlier files are kept and "
+              "the same command resumes it", file=sys.stderr, flush=True)
         return 1
 
 
-def start(cfg: ExperimentConfig):
-    """(strategy, splits): the runtime set up and the labelled splits loaded, said in one line."""
-    from ird_tf.runs import load_splits, setup_runtime
+def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None):
+    """(strategy, splits): the runtime set up and the labelled splits loaded, said in one line, and every
+    input the command will read checked (:func:`ird_tf.runs.check_inputs`) before any work starts."""
+    from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     strategy = setup_runtime(cfg)
     splits = load_splits(cfg)
-    say(f"data: {cfg.data.source}, fold {cfg.data.fold}: {len(splits.train)} train / {len(splits.val)} val"
+    fold = "" if cfg.data.source == "folders" else f", fold {cfg.data.fold}"
+    say(f"data: {cfg.data.source}{fold}: {len(splits.train)} train / {len(splits.val)} val"
         f" / {len(splits.test)} test patches, classes {list(splits.class_names)}")
+    check_inputs(cfg, splits, allow_empty_classes=bool(getattr(args, "allow_empty_classes", False)))
     return strategy, splits
 
 

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _distill(args, cfg) -> int:
     from ird_tf.runs import run_student, summary_table
 
-    strategy, splits = start(cfg)
+    strategy, splits = start(cfg, args)
     export_base = None if args.no_export else Path("saved_models")
     student, teacher = run_student(cfg, splits, strategy, export_base=export_base)
     print(summary_table(cfg, teacher, student), flush=True)

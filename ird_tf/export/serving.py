@@ -37,6 +37,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ird_tf import faults
 from ird_tf.config import MODES, ConfigError
 from ird_tf.data.view import InputView
 
@@ -219,6 +220,7 @@ def export_for_serving(
                         "class_name": "string [N]"},
         }
         (extra / "metadata.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        faults.point("export")
         os.replace(tmp, target)
     finally:
         if tmp.exists():

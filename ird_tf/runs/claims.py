@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.progress import say
-from ird_tf.runs.results import RunResult, read_result
+from ird_tf.files import stray_temporaries
+from ird_tf.runs.results import FAILED, RunResult, read_failed, read_result
 
 
 def _lock_owner(lock: Path) -> tuple[str, int] | None:
@@ -32,6 +33,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _take_over(run_dir: Path) -> None:
+    """What an earlier attempt left, cleared by the process that now owns the run: temporary files of a
+    writer killed half-way and the markers of a failure (said, with the reason). Its trained state is
+    kept: the run resumes from its last good backup."""
+    for tmp in stray_temporaries(run_dir):
+        tmp.unlink(missing_ok=True)
+    failed = read_failed(run_dir)
+    if failed is not None:
+        say(f"{run_dir}: the previous attempt failed ({failed.get('reason', '')[:300]}); resuming from its "
+            "last good state")
+    for marker in (FAILED, "diverged.json"):
+        (run_dir / marker).unlink(missing_ok=True)
+
+
 @contextmanager
 def run_claim(run_dir: Path, cfg: ExperimentConfig, poll: float = 5.0) -> Iterator[RunResult | None]:
     """Yields the run's result if it has finished, else None while this process owns the run.
@@ -45,9 +60,9 @@ def run_claim(run_dir: Path, cfg: ExperimentConfig, poll: float = 5.0) -> Iterat
     if found is not None or cfg.run.strategy == "multiworker":
         yield found
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock, me, waiting, owned = run_dir / "lock.pid", socket.gethostname(), False, False
     while True:
+        run_dir.mkdir(parents=True, exist_ok=True)  # again: a failed owner may have removed it
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -69,6 +84,8 @@ def run_claim(run_dir: Path, cfg: ExperimentConfig, poll: float = 5.0) -> Iterat
             f.write(f"{me} {os.getpid()}\n")
         owned = True
         break
+    if owned:
+        _take_over(run_dir)
     try:
         yield read_result(run_dir)
     finally:

@@ -37,6 +37,44 @@ def load_splits(cfg: ExperimentConfig):
     return read_class_folders(d.root, d.class_names)
 
 
+def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow_empty_classes: bool = False):
+    """Every data source the run will read, checked before any model is built or run directory made:
+    each image of the train, validation and test splits and, when ``unlabeled`` and
+    ``data.unlabeled`` is set, of the unlabeled folder (decoded once; the verdicts are cached, so the
+    datasets built later do not decode them again), and a training image for every class. Raises
+    :class:`DataError` naming the file, folder or class; returns the unlabeled table (or None)."""
+    from ird_tf.data.checks import apply_verdicts
+    from ird_tf.data.pipeline import check_images
+    from ird_tf.data.readers import read_unlabeled
+    from ird_tf.errors import DataError
+
+    d = cfg.data
+    tables = {"train": splits.train, "val": splits.val, "test": splits.test}
+    unlabeled_table = read_unlabeled(d.unlabeled) if unlabeled and d.unlabeled else None
+    if unlabeled_table is not None:
+        tables["unlabeled"] = unlabeled_table
+    cache_dir = Path(d.cache_dir) / "checks"
+    kept = {}
+    for split, table in tables.items():
+        checks = check_images([str(p) for p in table["path"]], cache_dir=cache_dir)
+        try:
+            kept[split] = table.iloc[apply_verdicts(checks, d.skip_corrupt)]
+        except DataError as e:
+            where = f"the unlabeled folder {d.unlabeled}" if split == "unlabeled" else f"the {split} split"
+            raise DataError(f"{where}: {e}") from e
+    counts = kept["train"]["label"].value_counts()
+    empty = [name for k, name in enumerate(splits.class_names) if counts.get(k, 0) == 0]
+    if empty:
+        message = (f"class(es) {empty} have no training images (classes: {list(splits.class_names)}); "
+                   "a class the model never sees cannot be learned")
+        if not allow_empty_classes:
+            raise DataError(f"{message}. Add images, or pass --allow-empty-classes to train anyway")
+        from ird_tf.progress import say
+
+        say(f"warning: {message}; training anyway (--allow-empty-classes)")
+    return unlabeled_table
+
+
 def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
     """(train, val, test, steps_per_epoch) for a model reading ``view``: the training set repeats
     (augmented, class-balanced), the evaluation sets are one pass in file order. ``train_table``
@@ -55,4 +93,4 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     return train, val, test, steps_per_epoch(len(table), d.batch_size)
 
 
-__all__ = ["datasets", "load_splits", "setup_runtime"]
+__all__ = ["check_inputs", "datasets", "load_splits", "setup_runtime"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
@@ -16,6 +17,8 @@ def export_student(student, cfg: ExperimentConfig, class_names, run_dir: Path, e
     from ird_tf.export.serving import export_for_serving, find_export
 
     d = cfg.data
+    for tmp in export_dir.glob(".tmp-*") if export_dir.is_dir() else ():  # an export killed half-way
+        shutil.rmtree(tmp, ignore_errors=True)  # (this process holds the run: no one else writes here)
     weights = hashlib.sha256((run_dir / "best.weights.h5").read_bytes()).hexdigest()
     found = find_export(export_dir, run_dir=str(run_dir), weights_sha256=weights)
     if found is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,4 +33,40 @@ def write_result(result: RunResult) -> None:
     write_json(result.run_dir / "result.json", {"metrics": result.metrics, "seconds": result.seconds})
 
 
-__all__ = ["SPLITS", "RunResult", "read_result", "write_result"]
+FAILED = "failed.json"
+#: files that hold trained state worth keeping after a failure (the backup's commit point, checkpoints)
+TRAINED_STATE = ("backup/latest.json", "best.weights.h5", "last.weights.h5")
+
+
+def has_trained_state(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).is_file() for name in TRAINED_STATE)
+
+
+def mark_failed(run_dir: Path, error: BaseException) -> None:
+    """A run that failed (not killed) is whole or absent: without trained state (it failed before its
+    first epoch ended: bad initial weights, a divergence in epoch 1) its directory is removed; with it
+    (a later divergence, a full disk) the directory is kept, its checkpoints intact, and marked with
+    ``failed.json`` (the reason), which the next identical command clears before it resumes."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    if not has_trained_state(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    try:
+        write_json(run_dir / FAILED, {"reason": str(error), "error": type(error).__name__, "time": time.time()})
+    except OSError:  # the disk that failed may still be full: the exception itself tells the user
+        pass
+
+
+def read_failed(run_dir: Path) -> dict | None:
+    """The failure marker of a run (``reason``, ``error``, ``time``), or None."""
+    path = Path(run_dir) / FAILED
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return {"reason": f"unreadable {FAILED}", "error": "", "time": 0}
+
+
+__all__ = ["FAILED", "SPLITS", "RunResult", "has_trained_state", "mark_failed", "read_failed", "read_result",
+           "write_result"]

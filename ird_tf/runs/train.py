@@ -18,7 +18,7 @@ from ird_tf.runs.environment import datasets
 from ird_tf.runs.evaluate import evaluate
 from ird_tf.runs.export import export_student
 from ird_tf.runs.identity import student_dir, teacher_dir
-from ird_tf.runs.results import RunResult, write_result
+from ird_tf.runs.results import RunResult, mark_failed, write_result
 
 KINDS = ("distill", "alone")
 
@@ -88,13 +88,26 @@ def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path,
     into TensorBoard's HParams, as ``role``: teacher, distill or alone) and, with ``export_base``,
     exports it. Only the chief of a multi-worker run writes ``result.json`` and
     the export; the other workers keep their files under ``workers/<task>``."""
-    from ird_tf.training.board import run_hparams, write_hparams
-    from ird_tf.training.loop import fit, make_optimizer
     from ird_tf.training.runtime import worker_dir
 
     start = time.time()
     own = worker_dir(run_dir)
     own.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fill(cfg, splits, strategy, role=role, run_dir=run_dir, own=own, start=start, view=view,
+                     epochs=epochs, weights=weights, wrap=wrap, train_table=train_table,
+                     export_base=export_base, attention_images=attention_images)
+    except Exception as e:
+        mark_failed(own, e)
+        raise
+
+
+def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, own: Path, start: float,
+          view: InputView, epochs: int, weights: str | None, wrap: Callable, train_table, export_base,
+          attention_images: int) -> RunResult:
+    from ird_tf.training.board import run_hparams, write_hparams
+    from ird_tf.training.loop import fit, make_optimizer
+
     cfg.save(own / "config.yaml")
     train, val, test, steps = datasets(cfg, splits, view, train_table=train_table)
     num_classes = len(splits.class_names)

@@ -11,8 +11,10 @@ same weights and split. An undefined score (kappa of a single-class split) is Na
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ird_tf import files
+from ird_tf import faults, files
 from ird_tf.errors import TrainingDiverged
 from ird_tf.scoring import classification_scores, improves, json_safe, mean_cross_entropy
 
@@ -124,7 +126,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
             if self.run_dir is not None:
                 files = [p.name for p in (self.run_dir / "best.weights.h5", self.run_dir / "last.weights.h5")
                          if p.exists()]
-                kept = f" Kept in {self.run_dir}: {', '.join(files) or 'no checkpoint yet'}."
+                kept = (f" Kept in {self.run_dir}: {', '.join(files)}." if files
+                        else " No checkpoint yet: nothing is kept.")
             terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
             raise TrainingDiverged(
                 f"training diverged at epoch {self._epoch + 1}, step {batch + 1}: {terms}. Stopped.{kept} "
@@ -153,9 +156,11 @@ class Backup(keras.callbacks.Callback):
         self._steps += 1
         if self.every_steps and self._steps % self.every_steps == 0:
             self._save(epoch=self._epoch, step=batch + 1)
+        faults.point("batch")
 
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch=epoch + 1, step=0)
+        faults.point("epoch")
 
     def _save(self, epoch: int, step: int) -> None:
         self.backup_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +168,8 @@ class Backup(keras.callbacks.Callback):
         name = f"state-{self._serial}.weights.h5"
         save_weights(self.model, self.backup_dir / name)
         write_json(self.backup_dir / "latest.json", {"epoch": epoch, "step_in_epoch": step, "weights": name,
-                                                     "serial": self._serial, "saved": time.time()})
+                                                     "serial": self._serial, "saved": time.time(),
+                                                     "sha256": sha256(self.backup_dir / name)})
         for old in self.backup_dir.glob("state-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -171,7 +177,60 @@ class Backup(keras.callbacks.Callback):
 
 def read_backup(backup_dir: Path) -> dict:
     path = Path(backup_dir) / "latest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}  # damaged: damaged_state names it before a run resumes
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def damaged_state(run_dir: Path) -> str | None:
+    """What is wrong with the training state a resume would read (the backup's ``latest.json`` and
+    weights, ``best.json`` and ``best.weights.h5``: unreadable, truncated or changed since written,
+    checked against the SHA-256 recorded with them), or None when it is whole or absent."""
+    run_dir = Path(run_dir)
+    for meta_path, key in ((run_dir / "backup" / "latest.json", "weights"), (run_dir / "best.json", None)):
+        if not meta_path.is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+            weights = meta_path.parent / meta[key] if key else run_dir / "best.weights.h5"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{meta_path} is unreadable ({type(e).__name__})"
+        if not weights.is_file():
+            return f"{weights} is missing ({meta_path.name} refers to it)"
+        expected = meta.get("sha256")
+        if expected and sha256(weights) != expected:
+            return f"{weights} is damaged (truncated or changed: its SHA-256 differs from {meta_path.name}'s)"
+        if not expected and not _readable_h5(weights):
+            return f"{weights} is damaged (not a readable HDF5 file)"
+    return None
+
+
+def _readable_h5(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+        return True
+    except Exception:
+        return False
+
+
+def clear_state(run_dir: Path) -> None:
+    """Removes a run's training state (backup, checkpoints, history) so it starts from its first epoch."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    for name in ("best.json", "best.weights.h5", "last.weights.h5", "history.csv"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def restore_backup(model: keras.Model, backup_dir: Path) -> int:
@@ -220,7 +279,8 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best = value
             save_weights(classifier_of(self.model), self.run_dir / "best.weights.h5")
             write_json(self.run_dir / "best.json", {"epoch": epoch + 1, "monitor": self.monitor,
-                                                    "value": value, "logs": dict(logs)})
+                                                    "value": value, "logs": dict(logs),
+                                                    "sha256": sha256(self.run_dir / "best.weights.h5")})
 
 
 class LastCheckpoint(keras.callbacks.Callback):
@@ -278,6 +338,7 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 __all__ = [
     "ValidationMetrics", "LearningRateLogger", "StopOnNonFinite", "Backup",
-    "restore_backup", "read_backup", "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
+    "restore_backup", "read_backup", "damaged_state", "clear_state", "sha256",
+    "BestCheckpoint", "LastCheckpoint", "HistoryCSV", "read_history",
     "predict_logits", "validation_scores", "classifier_of",
 ]

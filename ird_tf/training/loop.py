@@ -90,6 +90,11 @@ def fit(
     out = worker_dir(root)  # other workers of a cluster: same work, own files
     out.mkdir(parents=True, exist_ok=True)
     done = out / "done.json"
+    damage = cb.damaged_state(out)
+    if damage:  # a resume would read it: start the run again rather than continue from a wrong state
+        say(f"{damage}: starting this run again from epoch 1", source="fit")
+        cb.clear_state(out)
+        done.unlink(missing_ok=True)
     if done.is_file() and json.loads(done.read_text()).get("epochs", 0) >= epochs:
         say(f"{out} already finished ({epochs} epochs); nothing to do", source="fit")
         _load_best(model, out, restore_best)

@@ -81,6 +81,7 @@ def test_data_errors_and_divergence_end_the_command_with_a_message_not_a_traceba
 
     monkeypatch.setattr(runs, "load_splits", lambda cfg: type("S", (), {"train": [], "val": [], "test": [],
                                                                         "class_names": ("a", "b")})())
+    monkeypatch.setattr(runs, "check_inputs", lambda *args, **kwargs: None)  # the fake splits list no files
     monkeypatch.setattr(runs, "run_student", diverges)
     assert distill.main(["--res", "2.5", "--no-export"]) == 1
     assert capsys.readouterr().err == "error: training diverged at epoch 2, step 1: loss=nan. Stopped.\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ird_tf import faults
 from ird_tf.config import ConfigError, SyntheticConfig
 from ird_tf.data.synthetic.parallel import run_jobs
 from ird_tf.data.synthetic.render import (
@@ -205,9 +206,11 @@ def ensure_dataset(cache_dir: str | Path, cfg: SyntheticConfig, *, workers: int 
         print(f"synthetic: reusing {root}", flush=True)
         return root
     print(f"synthetic: generating {root}", flush=True)
+    _remove_abandoned(root)
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     generate(tmp, cfg, workers=workers, progress=progress)
+    faults.point("dataset")
     if root.exists() and not is_complete(root, cfg):
         shutil.rmtree(root)  # an unfinished or stale dataset under our own cache key
     try:
@@ -217,6 +220,26 @@ def ensure_dataset(cache_dir: str | Path, cfg: SyntheticConfig, *, workers: int 
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Removes the temporary folders of generations whose process is gone (killed before the rename)."""
+    if not root.parent.is_dir():
+        return
+    for tmp in root.parent.glob(f"{root.name}.tmp*"):
+        pid = tmp.name[len(root.name) + 4:]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def generate_unlabeled(out_dir: str | Path, cfg: SyntheticConfig, count: int, seed: int, *,
