@@ -11,12 +11,12 @@ accuracy. Rows without a finished run are left out. Default output: the CSV's pa
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ird_tf.errors import DataError
+from ird_tf.experiments.study.cli import csv_plot_command
 from ird_tf.files import atomic_path
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "mflops_per_image")
@@ -75,17 +75,7 @@ def plot_tradeoff(csv_path: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ird_tf.experiments.sweep.tradeoff_plot", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("csv", metavar="SWEEP.csv", help="CSV written by python -m ird_tf.experiments.sweep")
-    p.add_argument("--out", metavar="PNG", help="output image (default: the CSV's path with .png)")
-    args = p.parse_args(argv)
-    try:
-        out = plot_tradeoff(args.csv, args.out)
-    except DataError as e:
-        p.error(str(e))
-    print(f"wrote {out}")
-    return 0
+    return csv_plot_command("python -m ird_tf.experiments.sweep.tradeoff_plot", __doc__, plot_tradeoff, argv)
 
 
 if __name__ == "__main__":
