@@ -21,9 +21,12 @@ from ird_tf.terms import TERM_NAMES
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
-BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2")
+# <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger)
+NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)))
+BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
-BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1}
+BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,
+                      **{name: 1 for name in NATIVE_BACKBONES}}
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 AT_NORMS = ("minmax", "softmax", "l2", "none")
@@ -165,11 +168,21 @@ class ModelConfig:
     backbone: str = "vgg_tiny"
     weights: str | None = None
     student_weights: str | None = None
+    # the Student's backbone when it differs from the Teacher's (None: the same as ``backbone``),
+    # e.g. vgg_tiny_keep3 for a native 1.25x student of a vgg_tiny teacher
+    student_backbone: str | None = None
+
+    @property
+    def student(self) -> str:
+        return self.student_backbone or self.backbone
 
     def validate(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
-        for name in ("weights", "student_weights"):
-            problem = weights_problem(getattr(self, name), self.backbone)
+        if self.student_backbone is not None:
+            _check_choice("model.student_backbone", self.student_backbone, BACKBONES)
+        for name, backbone in (("weights", self.backbone),
+                               ("student_weights", self.student_backbone or self.backbone)):
+            problem = weights_problem(getattr(self, name), backbone)
             if problem:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r}: {problem}")
 
@@ -279,7 +292,8 @@ def _check_fold(d: DataConfig) -> None:
 
 HDF5_SIGNATURE, ZIP_SIGNATURE = b"\x89HDF\r\n\x1a\n", b"PK\x03\x04"
 #: backbones with published ImageNet weights (keras.applications counterparts)
-IMAGENET_BACKBONES = ("vgg16", "resnet50", "mobilenet_v2")
+IMAGENET_BACKBONES = ("vgg16", "resnet50", "mobilenet_v2",
+                      *(b for b in NATIVE_BACKBONES if b.startswith("vgg16_")))
 
 
 def weights_problem(weights: Any, backbone: str) -> str | None:

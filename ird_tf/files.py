@@ -58,9 +58,21 @@ def write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, **kwargs) + "\n")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (its temporaries or claims are still its own)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stray_temporaries(folder: str | Path) -> list[Path]:
     """Temporary files that a killed writer left below ``folder`` (none after a clean run)."""
     return sorted(p for p in Path(folder).rglob(f"{TMP_PREFIX}*") if p.is_file())
 
 
-__all__ = ["TMP_PREFIX", "atomic_path", "stray_temporaries", "write_bytes", "write_json", "write_text"]
+__all__ = ["TMP_PREFIX", "atomic_path", "process_alive", "stray_temporaries", "write_bytes", "write_json",
+           "write_text"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn import metrics as skm
@@ -102,7 +102,7 @@ def improves(value: float | None, best: float | None, mode: str = "max") -> bool
 
 def json_safe(x):
     """A copy of ``x`` for strict JSON: NaN and infinities become None, NumPy values Python ones."""
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple | np.ndarray):
         return [json_safe(v) for v in x]

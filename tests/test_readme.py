@@ -49,23 +49,85 @@ BENCHMARK_ROWS = {
 }
 
 
-def test_benchmark_figures_are_those_of_the_benchmark_file():
-    bench = json.loads((RESULTS / "benchmark_cpu.json").read_text(encoding="utf-8"))
-    section = _section("## Benchmarks")
-    assert f"`{bench['command']}`" in section
-    rows = _table_rows(section)[1:]  # without the header row
-    assert len(rows) == len(BENCHMARK_ROWS), "README benchmark rows and BENCHMARK_ROWS differ"
+# the same for the second run (sections peer, machine, xla), in experiments/results/benchmark_peer_cpu.json
+PEER_ROWS = {
+    "ird_tf step / the authors' PyTorch step": [("peer", "summary", "ird_tf_over_pytorch_128px"),
+                                                ("peer", "summary", "ird_tf_over_pytorch_512px")],
+    "the same ratio in each round, 128 px": [("peer", "vgg16_128px_b8", "ratio_per_round")],
+    "the same ratio in each round, 512 px": [("peer", "vgg16_512px_b8", "ratio_per_round")],
+    "TensorFlow's 3x3 convolution / 2048² matmul": [("machine", "conv_gflop_s"),
+                                                    ("machine", "matmul_gflop_s")],
+    "FLOPs per image counted from VGG16": [
+        ("machine", "steps", "vgg16@128", "forward_gflop_per_image"),
+        ("machine", "steps", "vgg16@128", "gflop_per_image", "distill_ce_fm_at_all")],
+    "share of the convolution throughput, VGG16": [
+        ("machine", "steps", "vgg16@128", "share_of_conv", name)
+        for name in ("teacher", "distill_ce_fm", "distill_ce_fm_at_all")],
+    "share of the convolution throughput, `vgg_tiny`": [
+        ("machine", "steps", "vgg_tiny@128", "share_of_conv", name)
+        for name in ("teacher", "distill_ce_fm", "distill_ce_fm_at_all")],
+    "convolutions' share of the op time": [("machine", "profile", "convolution_share_of_op_time")],
+    "VGG16 Distiller step with one inter-op thread": [("machine", "threads", "inter1_speedup")],
+    "NCHW convolution speed / NHWC": [("machine", "layout", "nchw_over_nhwc_speed")],
+    "XLA / no XLA, train step time": [
+        ("xla", "summary", "train_step_xla_over_plain_time", name)
+        for name in ("vgg_tiny@128/teacher", "vgg_tiny@128/distill_ce_fm_at_all", "vgg16@128/teacher",
+                     "vgg16@128/distill_ce_fm_at_all")],
+    "XLA / no XLA, forward + backward time": [
+        ("xla", "summary", "op_xla_over_plain_time", name)
+        for name in ("maxpool2x2_128px_64ch", "conv3x3_128px_64ch", "conv3x3_32px_256ch")],
+    "augmentation warp, XLA speed-up": [("xla", "summary", "warp_xla_speedup", "512"),
+                                        ("xla", "summary", "warp_xla_speedup", "128")],
+}
+
+
+N = "native"
+NATIVE_ROWS = {
+    "FLOPs per image: Teacher": [(N, "flops_per_image", m) for m in
+                                 ("vgg_tiny@128", "vgg_tiny@16", "vgg_tiny_keep1@16", "vgg_tiny_keep3@16")],
+    "images/s ratio Student / Teacher, batch 32, `tf.function`": [
+        (N, "batches", "32", "measured_ratio_vs_teacher", f"{m}@16/function")
+        for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 32 with XLA": [(N, "batches", "32", "measured_ratio_vs_teacher", f"{m}@16/xla")
+                                      for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 256, `tf.function`": [
+        (N, "batches", "256", "measured_ratio_vs_teacher", f"{m}@16/function")
+        for m in ("vgg_tiny", "vgg_tiny_keep1", "vgg_tiny_keep3")],
+    "the same at batch 1, `tf.function` / XLA": [
+        (N, "batches", "1", "measured_ratio_vs_teacher", f"vgg_tiny@16/{p}") for p in ("function", "xla")],
+    "measured ratio / FLOPs ratio, plain `vgg_tiny`": [
+        (N, "batches", b, "ratio_over_flops_ratio", "vgg_tiny@16/function") for b in ("32", "256")],
+    "measured ratio / FLOPs ratio, `vgg_tiny_keep1`": [
+        (N, "batches", "32", "ratio_over_flops_ratio", "vgg_tiny_keep1@16/xla")],
+    "a compiled call that returns its input": [(N, "batches", b, "overhead_ms") for b in ("32", "1")],
+}
+
+
+def _check_rows(rows: list[str], expected_by_label: dict, bench: dict) -> None:
+    assert len(rows) == len(expected_by_label), "README benchmark rows and their expected keys differ"
     for row in rows:
         label, figure = row.split("|")[1].strip(), row.split("|")[2]
-        keys = [k for k in BENCHMARK_ROWS if label.startswith(k)]
-        assert len(keys) == 1, f"README benchmark row {label!r} is not in BENCHMARK_ROWS"
+        keys = [k for k in expected_by_label if label.startswith(k)]
+        assert len(keys) == 1, f"README benchmark row {label!r} is not in the expected rows"
         expected = []
-        for path in BENCHMARK_ROWS[keys[0]]:
+        for path in expected_by_label[keys[0]]:
             value = bench
             for key in path:
                 value = value[key]
-            expected.append(repr(value))
+            expected.extend(repr(v) for v in (value if isinstance(value, list) else [value]))
         assert re.findall(r"\d+(?:\.\d+)?", figure) == expected, (row, expected)
+
+
+def test_benchmark_figures_are_those_of_the_benchmark_files():
+    section = _section("## Benchmarks")
+    parts = section.split("\n| measured |")  # each table's header row starts with it
+    assert len(parts) == 4, "the Benchmarks section has three tables, each with a `| measured |` header"
+    for part, name, expected in ((parts[1], "benchmark_cpu.json", BENCHMARK_ROWS),
+                                 (parts[2], "benchmark_peer_cpu.json", PEER_ROWS),
+                                 (parts[3], "benchmark_native_cpu.json", NATIVE_ROWS)):
+        bench = json.loads((RESULTS / name).read_text(encoding="utf-8"))
+        assert f"`{bench['command']}`" in section
+        _check_rows(_table_rows(part), expected, bench)  # the header row's rest does not start with "|"
 
 
 def test_quick_start_commands_exist_and_ci_calls_the_test_command():

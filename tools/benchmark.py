@@ -3,7 +3,13 @@
     python tools/benchmark.py data        # tf.data pipeline images/s, cached vs uncached, 512 and 128 px
     python tools/benchmark.py attention   # cost of the attention term (target/all, first/second order)
     python tools/benchmark.py train       # train-step images/s, AT+/FM ratio, peak memory of `distill`
-    python tools/benchmark.py all
+    python tools/benchmark.py peer        # the authors' PyTorch step side by side (needs the `bench` extra)
+    python tools/benchmark.py machine     # conv/matmul GFLOP/s of this CPU and each step's share of it
+    python tools/benchmark.py xla         # jit_compile against none: steps, single ops, the augmentation
+    python tools/benchmark.py slide       # whole slides: Student vs Teacher end to end, reading, memory
+    python tools/benchmark.py native      # native Students vs the Teacher: images/s ratio against FLOPs ratio
+    python tools/benchmark.py all         # every section, in this order
+    python tools/benchmark.py peer machine xla   # several sections in one run
 
 Each section lives in ``tools/benchmarks/<name>.py`` with a ``run(args) -> dict`` function; results are
 printed and, with ``--out FILE.json``, written next to the exact command.
@@ -21,12 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-SECTIONS = ("data", "attention", "train", "slide")
+SECTIONS = ("data", "attention", "train", "slide", "peer", "machine", "xla", "native")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("section", choices=(*SECTIONS, "all"))
+    parser.add_argument("section", nargs="+", choices=(*SECTIONS, "all"))
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, noisy figures)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
@@ -42,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": {},
     }
     start = time.time()
-    for name in SECTIONS if args.section == "all" else (args.section,):
+    names = SECTIONS if "all" in args.section else tuple(dict.fromkeys(args.section))
+    for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"== {name} ==", flush=True)
         t0 = time.time()

@@ -24,7 +24,7 @@ from sklearn import metrics as skm
 
 from ird_tf.errors import DataError
 from ird_tf.files import write_text
-from ird_tf.scoring import SCORES, as_class_indices, classification_scores
+from ird_tf.scoring import SCORES, as_class_indices, classification_scores, json_safe
 
 SCALARS = SCORES
 
@@ -91,19 +91,6 @@ def classification_metrics(
     return result
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/Inf -> None, NumPy scalars and arrays -> Python."""
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple | np.ndarray):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _is_scalar(x: Any) -> bool:
     return x is None or isinstance(x, str | bool | int | float | np.generic)
 
@@ -111,7 +98,7 @@ def _is_scalar(x: Any) -> bool:
 def scalar_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The scalar entries of ``metrics``; dicts of scalars are flattened as ``key.sub`` (per-class recall)."""
     row: dict[str, Any] = {}
-    for key, value in _clean(metrics).items():
+    for key, value in json_safe(metrics).items():
         if _is_scalar(value):
             row[key] = value
         elif isinstance(value, dict) and all(_is_scalar(v) for v in value.values()):
@@ -125,7 +112,7 @@ def write_metrics(
     """Everything as JSON; the scalar metrics (:func:`scalar_row`) as a one-row CSV with a header. Both
     files are written atomically."""
     json_path, csv_path = Path(json_path), Path(csv_path)
-    write_text(json_path, json.dumps(_clean(metrics), indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n")
     row = scalar_row(metrics)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\r\n")

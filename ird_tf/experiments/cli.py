@@ -44,6 +44,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "skip_missing": ("data", "skip_missing"),
     "skip_corrupt": ("data", "skip_corrupt"),
     "backbone": ("model", "backbone"),
+    "student_backbone": ("model", "student_backbone"),
     "weights": ("model", "weights"),
     "student_weights": ("model", "student_weights"),
     **{f"alpha_{t.name}": ("loss", t.name) for t in TERMS},
@@ -117,6 +118,10 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
     g.add_argument("--weights", help="initial weights: 'imagenet' or a .weights.h5/.keras file")
     if student:
         g.add_argument("--student-weights", help="initial student weights (default: --weights)")
+        g.add_argument("--student-backbone", choices=BACKBONES,
+                       help="the Student's backbone (default: --backbone). Native students that keep "
+                            "the feature grid: <vgg>_keep<k> leaves out the first k max-pools; k = log2 "
+                            "of the factor (vgg_tiny_keep3 at 1.25x from 10x) gives the Teacher's grid")
 
     if student:
         g = p.add_argument_group("loss terms (weight 0 switches a term off)")

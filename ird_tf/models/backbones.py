@@ -85,7 +85,9 @@ class Backbone:
         return BACKBONE_REVISIONS[self.name]
 
 
-def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False) -> Tensor:
+def _vgg_stack(
+    x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False, keep: int = 0
+) -> Tensor:
     """VGG conv stack up to the last convolution, *before* its ReLU and before the last max-pool.
 
     Layer names are those of ``keras.applications.VGG16`` (block1_conv1 …, block1_pool …), so ImageNet
@@ -93,9 +95,11 @@ def _vgg_stack(x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool 
     even sizes, and a map never shrinks below 1x1, so any input size (down to 1 px) works.
     ``batch_norm`` (VGG-BN, for networks trained from scratch): conv without bias -> BatchNorm -> ReLU;
     the tap is then the last BatchNorm's output, still before the ReLU.
+    ``keep`` (native students): the first ``keep`` max-pools are left out, so the feature grid is
+    ``2**keep`` times larger on each side; the convolutions keep their names and weights.
     """
     for s, (width, convs) in enumerate(stages, start=1):
-        if s > 1:
+        if s > 1 + keep:
             x = layers.MaxPooling2D(2, padding="same", name=f"block{s - 1}_pool")(x)
         for c in range(1, convs + 1):
             x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=f"block{s}_conv{c}")(x)
@@ -158,6 +162,20 @@ _REGISTRY: dict[str, Backbone] = {
         _reference(keras.applications.MobileNetV2, (224, 224, 3)),
     ),
 }
+# Native students that keep the grid: ``<vgg>_keep<k>`` leaves out the first k max-pools, so a student
+# reading an image 2**k times smaller (k = log2 of the factor) has the Teacher's feature grid (FM and AT+
+# need no resizing); smaller k trades grid for FLOPs. Same layer names as the base VGG: ImageNet weights
+# and trained classifiers' convolutions copy in by name.
+for _k in range(1, len(VGG_TINY_STAGES)):
+    _REGISTRY[f"vgg_tiny_keep{_k}"] = Backbone(
+        f"vgg_tiny_keep{_k}", "tf", lambda x, k=_k: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True, keep=k),
+        _vgg_head(VGG_TINY_STAGES), None,
+    )
+for _k in range(1, len(VGG16_STAGES)):
+    _REGISTRY[f"vgg16_keep{_k}"] = Backbone(
+        f"vgg16_keep{_k}", "caffe", lambda x, k=_k: _vgg_stack(x, VGG16_STAGES, keep=k),
+        _vgg_head(VGG16_STAGES), _reference(keras.applications.VGG16),
+    )
 BACKBONES = tuple(_REGISTRY)
 
 

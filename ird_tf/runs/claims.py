@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.progress import say
-from ird_tf.files import stray_temporaries
+from ird_tf.files import process_alive, stray_temporaries
 from ird_tf.runs.results import FAILED, RunResult, read_failed, read_result
 
 
@@ -21,16 +21,6 @@ def _lock_owner(lock: Path) -> tuple[str, int] | None:
         return host, int(pid)
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _take_over(run_dir: Path) -> None:
@@ -69,7 +59,7 @@ def run_claim(run_dir: Path, cfg: ExperimentConfig, poll: float = 5.0) -> Iterat
             owner = _lock_owner(lock)
             if owner is None and time.time() - lock.stat().st_mtime < 10 * poll + 10:
                 owner = (me, -1)  # just created, its owner is writing it
-            if owner is None or (owner[0] == me and owner[1] != -1 and not _alive(owner[1])):
+            if owner is None or (owner[0] == me and owner[1] != -1 and not process_alive(owner[1])):
                 lock.unlink(missing_ok=True)  # its process is gone (killed): take the run over
                 continue
             if read_result(run_dir) is not None:

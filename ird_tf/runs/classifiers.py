@@ -9,10 +9,12 @@ from ird_tf.data.view import InputView
 
 
 def build_for(cfg: ExperimentConfig, view: InputView, num_classes: int, weights: str | None):
-    """A fresh classifier of the configured backbone on ``view``'s input size, named after its role."""
+    """A fresh classifier on ``view``'s input size, named after its role: the Teacher's backbone, or
+    the Student's (``model.student_backbone``, default the Teacher's)."""
     from ird_tf.models import build_classifier
 
-    return build_classifier(cfg.model.backbone, num_classes, (view.size, view.size, 3), weights,
+    backbone = cfg.model.backbone if view.is_teacher else cfg.model.student
+    return build_classifier(backbone, num_classes, (view.size, view.size, 3), weights,
                             name="teacher" if view.is_teacher else "student")
 
 

@@ -27,7 +27,7 @@ def export_student(student, cfg: ExperimentConfig, class_names, run_dir: Path, e
     path = export_for_serving(
         student, export_dir, input_size=InputView.student(d).size, class_names=class_names, factor=d.factor,
         mode=d.mode, metadata={"teacher_mag": d.teacher_mag, "student_mag": d.student_mag,
-                               "backbone": cfg.model.backbone, "run_dir": str(run_dir),
+                               "backbone": cfg.model.student, "run_dir": str(run_dir),
                                "weights_sha256": weights},
     )
     say(f"student exported for TF Serving: {path}")

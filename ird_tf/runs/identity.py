@@ -63,10 +63,12 @@ def student_dir(cfg: ExperimentConfig, kind: str = "distill") -> Path:
         return Path(cfg.run.output_dir) / "students" / cfg.run.name
     settings = cfg.to_dict()
     settings["run"].pop("verbose", None)
+    if settings["model"].get("student_backbone") is None:  # unset: digests of earlier runs unchanged
+        settings["model"].pop("student_backbone", None)
     settings["data"] = {**settings["data"], **data_identity(cfg.data)}
     ident = {"teacher": teacher_dir(cfg).name, "cfg": settings, "kind": kind}
     terms = "+".join(cfg.loss.weights()) if kind == "distill" else kind
-    name = (f"{_mag(cfg.data.student_mag)}_{cfg.data.mode}_{terms}_s{cfg.run.seed}_{cfg.model.backbone}"
+    name = (f"{_mag(cfg.data.student_mag)}_{cfg.data.mode}_{terms}_s{cfg.run.seed}_{cfg.model.student}"
             f"_{cfg.data.fold}_{digest(ident)}")
     return Path(cfg.run.output_dir) / "students" / name
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import keras
@@ -37,9 +38,30 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+JIT_CPU_NOTE = (
+    "note: --jit (run.jit) makes the train step slower on a machine without a GPU: XLA's CPU code for the "
+    "max-pool gradient (select-and-scatter) is many times slower than TensorFlow's kernel, and its "
+    "convolutions are slower than TensorFlow's oneDNN ones (measured by `python tools/benchmark.py xla`). "
+    "The option is meant for GPUs; on this machine leave it off."
+)
+
+
+def jit_note(enabled: bool, gpus: list | None = None) -> str | None:
+    """What to tell a user who asks for XLA: ``JIT_CPU_NOTE`` when ``enabled`` and TensorFlow sees no GPU
+    (``gpus``: the physical GPUs, looked up when None), else None."""
+    if not enabled:
+        return None
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    return None if gpus else JIT_CPU_NOTE
+
+
 def set_jit(enabled: bool) -> bool:
     """Turns TensorFlow's XLA auto-clustering on or off and returns ``enabled``, to be passed on as
-    ``model.compile(jit_compile=...)`` (Keras's own switch for the train step)."""
+    ``model.compile(jit_compile=...)`` (Keras's own switch for the train step). On a machine without a
+    GPU, enabling it prints :data:`JIT_CPU_NOTE` to stderr (XLA is slower there; the run goes on)."""
+    note = jit_note(enabled)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     tf.config.optimizer.set_jit("autoclustering" if enabled else False)
     return bool(enabled)
 

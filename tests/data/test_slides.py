@@ -150,3 +150,18 @@ def test_vectorised_tissue_fractions_equal_the_single_ones(slide_path):
     want = [tissue.fraction(x, y, 128, 128) for x, y in zip(xs, ys, strict=True)]
     np.testing.assert_allclose(tissue.fractions(xs, ys, 128), want)
     assert max(want) > 0 and max(want) <= 1
+
+
+def test_rgba_to_rgb_opaque_shortcut_and_compositing():
+    from ird_tf.data.slides.backends import _to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (7, 9, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    np.testing.assert_array_equal(_to_rgb(rgba), rgba[..., :3])  # opaque: the pixels as they are
+    rgba[0, 0, 3], rgba[1, 1, 3] = 0, 128  # transparent and half: composited on white
+    out = _to_rgb(rgba)
+    np.testing.assert_array_equal(out[0, 0], [255, 255, 255])
+    want = (rgba[1, 1, :3].astype(np.uint16) * 128 + 255 * 127 + 127) // 255
+    np.testing.assert_array_equal(out[1, 1], want)
+    np.testing.assert_array_equal(out[2:], rgba[2:, :, :3])

@@ -79,3 +79,42 @@ def test_pngs_summary_and_slides_csv(tmp_path):
         ("a.tiff", "done", "5+5=10", "5"), ("b.tiff", "failed", "", "")]
     assert "cannot be opened" in table[1]["error"]
     assert not stray_temporaries(tmp_path)
+
+
+def test_tile_table_writes_the_bytes_of_the_rows(tmp_path):
+    """The columnar writer (used by the slide task) gives byte for byte what the rows give, numbers
+    included (six significant digits, 1.0 / 0.0 / 1e-07 as repr spells them), with and without a
+    Teacher, and class names the CSV has to quote."""
+    from ird_tf.evaluation.slide_report import TileTable, heatmap_image
+
+    rng = np.random.default_rng(0)
+    names = ("NC", "G,3", 'G"4', "G5")
+    n = 50
+    corners = zip(rng.integers(0, 4000, n), rng.integers(0, 4000, n), rng.random(n), strict=True)
+    tiles = [SimpleNamespace(x=int(x), y=int(y), size=128, tissue=round(float(t), 4)) for x, y, t in corners]
+    probs = rng.dirichlet(np.ones(4), n).astype(np.float32)
+    probs[0] = [1.0, 0.0, 0.0, 0.0]
+    probs[1] = [1e-7, 0.5, 0.25, 0.25 - 1e-7]
+    teacher = rng.dirichlet(np.ones(4), n)
+    for t in (None, teacher):
+        rows = tile_rows(tiles, probs, names, mpp=8.0, level=3, teacher=t)
+        table = TileTable(tiles, probs, names, mpp=8.0, level=3, teacher=t)
+        write_csv(tmp_path / "rows.csv", rows, tile_columns(names, t is not None))
+        table.write_csv(tmp_path / "table.csv")
+        assert (tmp_path / "rows.csv").read_bytes() == (tmp_path / "table.csv").read_bytes()
+        write_geojson(tmp_path / "rows.geojson", rows, names)
+        table.write_geojson(tmp_path / "table.geojson")
+        assert (tmp_path / "rows.geojson").read_bytes() == (tmp_path / "table.geojson").read_bytes()
+        assert table.counts() == {c: sum(r["class"] == c for r in rows) for c in names}
+        assert table.rows() == rows
+    thumb = rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)
+    a = np.asarray(heatmap_image(thumb, 16.0, rows, names, "t"))
+    b = np.asarray(heatmap_image(thumb, 16.0, table, names, "t"))
+    np.testing.assert_array_equal(a, b)
+    # an empty slide: the header alone, an empty collection
+    empty = TileTable([], np.zeros((0, 4)), names, mpp=8.0, level=3)
+    empty.write_csv(tmp_path / "e.csv")
+    write_csv(tmp_path / "e_rows.csv", [], tile_columns(names))
+    assert (tmp_path / "e.csv").read_bytes() == (tmp_path / "e_rows.csv").read_bytes()
+    empty.write_geojson(tmp_path / "e.geojson")
+    assert json.loads((tmp_path / "e.geojson").read_text()) == geojson([], names)

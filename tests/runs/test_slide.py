@@ -239,3 +239,11 @@ def test_memory_does_not_hold_the_slide(setup, tmp_path, monkeypatch):
     thumb = (1024 // 16) * (768 // 16)
     assert max(biggest) <= max(thumb, (2048 + 2 * SIZE) ** 2)
     assert len(biggest) >= 2
+
+
+def test_default_batch_follows_the_network_input():
+    from ird_tf.runs.slide import batch_for
+
+    # 64 inputs of 128 px in pixels, between 64 and 1024 inputs: a 1.25x Student's 16 px inputs go
+    # 1024 at a time, a Teacher's (or an upsampled Student's) 128 px ones 64, large ones never fewer
+    assert [batch_for(s) for s in (16, 32, 64, 128, 512)] == [1024, 1024, 256, 64, 64]

@@ -50,6 +50,8 @@ def _to_rgb(image) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.shape[2] == 4:
+        if a[..., 3].min() == 255:  # opaque (the usual case): compositing would change nothing
+            return np.ascontiguousarray(a[..., :3], dtype=np.uint8)
         alpha = a[..., 3:4].astype(np.uint16)
         rgb = (a[..., :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127) // 255
         return rgb.astype(np.uint8)

@@ -55,10 +55,16 @@ class TissueMask:
         return inside / ((x1r - x0) * (y1r - y0))
 
 
-def saturation(rgb: np.ndarray) -> np.ndarray:
-    x = rgb.astype(np.float32)
-    hi, lo = x.max(axis=2), x.min(axis=2)
-    return np.where(hi > 0, (hi - lo) / np.maximum(hi, 1.0), 0.0).astype(np.float32)
+def _channel_max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # elementwise over the three channels: a reduction over a last axis of 3 is ~10x slower in numpy
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+
+
+def saturation(rgb: np.ndarray, hi_lo: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    hi, lo = hi_lo if hi_lo is not None else _channel_max_min(rgb)
+    hi, lo = hi.astype(np.float32), lo.astype(np.float32)
+    return np.where(hi > 0, (hi - lo) / np.maximum(hi, np.float32(1.0)), np.float32(0.0)).astype(np.float32)
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -101,9 +107,10 @@ def read_thumbnail(slide: Slide, level: int) -> tuple[np.ndarray, float]:
 def detect_tissue(slide: Slide, mpp0: float, threshold: float | None = None) -> TissueMask:
     """The tissue mask of ``slide`` (level 0 at ``mpp0`` µm/px); ``threshold`` None: Otsu's."""
     thumb, downsample = read_thumbnail(slide, thumbnail_level(slide, mpp0))
-    sat = saturation(thumb)
+    hi_lo = _channel_max_min(thumb)
+    sat = saturation(thumb, hi_lo)
     thr = max(otsu(sat), MIN_THRESHOLD) if threshold is None else float(threshold)
-    mask = ndimage.binary_opening((sat > thr) & (thumb.max(axis=2) > 30))
+    mask = ndimage.binary_opening((sat > thr) & (hi_lo[0] > 30))
     return TissueMask(mask, thumb, downsample, thr)
 
 

@@ -37,7 +37,7 @@ from ird_tf.data.synthetic.seeds import (
     slide_style,
 )
 from ird_tf.data.synthetic.stain import random_style
-from ird_tf.files import atomic_path, write_text
+from ird_tf.files import atomic_path, process_alive, write_text
 
 TEST_FRACTION = 0.25
 JPEG_QUALITY = 90
@@ -228,18 +228,8 @@ def _remove_abandoned(root: Path) -> None:
         return
     for tmp in root.parent.glob(f"{root.name}.tmp*"):
         pid = tmp.name[len(root.name) + 4:]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def generate_unlabeled(out_dir: str | Path, cfg: SyntheticConfig, count: int, seed: int, *,

@@ -12,7 +12,7 @@ from typing import Any
 
 from ird_tf.config import MODES, PAPER_SEEDS, ConfigError, ExperimentConfig
 from ird_tf.experiments.study import build_section, load_study_file, save_study_file
-from ird_tf.experiments.sweep.config import LOSS_FIELDS, NAME_RE, Method, default_methods
+from ird_tf.experiments.sweep.config import NAME_RE, Method, default_methods, loss_settings
 from ird_tf.terms import term_spec
 
 SECTION = "label_free"
@@ -27,17 +27,7 @@ def _methods(key: str, value: Any) -> dict[str, dict[str, Any]]:
     """Method name -> loss settings (term weights and options), each key checked against ``LossConfig``."""
     if not isinstance(value, dict):
         raise ConfigError(f"{key}={value!r}: expected a mapping name -> loss settings")
-    methods = {}
-    for name, loss in value.items():
-        loss = {} if loss is None else loss
-        if not isinstance(loss, dict):
-            raise ConfigError(f"{key}.{name}={loss!r}: expected a mapping of loss settings")
-        bad = sorted(set(loss) - set(LOSS_FIELDS))
-        if bad:
-            raise ConfigError(f"unknown setting(s) {[f'{key}.{name}.{k}' for k in bad]}; "
-                              f"known: {list(LOSS_FIELDS)}")
-        methods[str(name)] = dict(loss)
-    return methods
+    return {str(name): loss_settings(f"{key}.{name}", loss) for name, loss in value.items()}
 
 
 @dataclass

@@ -140,4 +140,24 @@ def main(cmd: StudyCommand, doc: str, argv: Sequence[str] | None, *,
     return run(base, study, command, Path(args.results_dir), out_name)
 
 
-__all__ = ["RESULTS_DIR", "StudyCommand", "build_parser", "main", "print_dry_run", "resolve", "select_seeds"]
+def csv_plot_command(prog: str, doc: str, plot: Callable[[str, str | None], Path],
+                     argv: Sequence[str] | None) -> int:
+    """The command of a figure drawn from a study's CSV: ``plot(csv, out)``; a DataError exits 2."""
+    from ird_tf.errors import DataError
+
+    p = argparse.ArgumentParser(prog=prog, description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("csv", metavar="SWEEP.csv", help="CSV written by python -m ird_tf.experiments.sweep")
+    p.add_argument("--out", metavar="PNG", help="output image (default: the CSV's path with .png)")
+    args = p.parse_args(argv)
+    try:
+        out = plot(args.csv, args.out)
+    except DataError as e:
+        p.error(str(e))
+    print(f"wrote {out}")
+    return 0
+
+
+__all__ = ["RESULTS_DIR", "StudyCommand", "build_parser", "csv_plot_command", "main", "print_dry_run",
+           "resolve",
+           "select_seeds"]

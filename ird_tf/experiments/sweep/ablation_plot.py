@@ -11,7 +11,6 @@ finished. A ``teacher`` row is drawn as a dashed line. Default output: the CSV's
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ird_tf.config import AT_DISTANCES, AT_NORMS
 from ird_tf.errors import DataError
+from ird_tf.experiments.study.cli import csv_plot_command
 from ird_tf.files import atomic_path
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "balanced_accuracy_std",
@@ -124,17 +124,7 @@ def plot_ablation(csv_path: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ird_tf.experiments.plot_ablation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("csv", metavar="SWEEP.csv", help="CSV written by python -m ird_tf.experiments.sweep")
-    p.add_argument("--out", metavar="PNG", help="output image (default: the CSV's path with .png)")
-    args = p.parse_args(argv)
-    try:
-        out = plot_ablation(args.csv, args.out)
-    except DataError as e:
-        p.error(str(e))
-    print(f"wrote {out}")
-    return 0
+    return csv_plot_command("python -m ird_tf.experiments.plot_ablation", __doc__, plot_ablation, argv)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,21 @@ so the label-free study can reuse the sweep's methods and run configs without it
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ird_tf.config import AT_WEIGHTINGS, MODES, PAPER_SEEDS, ConfigError, ExperimentConfig, LossConfig
+from ird_tf.config import (
+    AT_WEIGHTINGS,
+    BACKBONES,
+    MODES,
+    PAPER_SEEDS,
+    ConfigError,
+    ExperimentConfig,
+    LossConfig,
+)
 from ird_tf.experiments.study import build_section, load_study_file, save_study_file
 from ird_tf.terms import TERM_NAMES, term_spec
 
@@ -20,6 +29,19 @@ KINDS = ("distill", "alone")
 LOCALISED_BY_DEFAULT = ("alone", "fm", "fm_at")
 LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+KEEP_GRID = "keep-grid"  # a method's student_backbone: <backbone>_keep<log2 factor> (the Teacher's grid)
+MAX_KEEP = {"vgg_tiny": 3, "vgg16": 4}
+
+
+def student_backbone_for(value: str | None, backbone: str, factor: float) -> str | None:
+    """A method's ``student_backbone`` at one factor: None (the Teacher's), a registered name, or
+    ``keep-grid``: ``<backbone>_keep<k>`` with k = log2(factor) (at most the backbone's pools)."""
+    if value != KEEP_GRID:
+        return value
+    if backbone not in MAX_KEEP:
+        raise ConfigError(f"student_backbone {KEEP_GRID!r} needs model.backbone in {list(MAX_KEEP)}")
+    k = min(int(round(math.log2(factor))), MAX_KEEP[backbone])
+    return backbone if k < 1 else f"{backbone}_keep{k}"
 
 
 @dataclass
@@ -29,6 +51,18 @@ class Method:
 
     kind: str = "distill"
     loss: dict[str, Any] = field(default_factory=dict)
+    # the student's input mode (None: the sweep's) and backbone (None: the Teacher's; a registered name,
+    # or keep-grid: <backbone>_keep<log2 factor>, the Teacher's feature grid)
+    mode: str | None = None
+    student_backbone: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "loss": dict(self.loss)}
+        if self.mode is not None:
+            d["mode"] = self.mode
+        if self.student_backbone is not None:
+            d["student_backbone"] = self.student_backbone
+        return d
 
     def loss_config(self, base: LossConfig) -> LossConfig:
         """``base``'s options with this method's terms (all others off) and option changes."""
@@ -73,7 +107,7 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "magnifications": [float(m) for m in self.magnifications],
-            "methods": {n: {"kind": m.kind, "loss": dict(m.loss)} for n, m in self.methods.items()},
+            "methods": {n: m.to_dict() for n, m in self.methods.items()},
             "seeds": [int(s) for s in self.seeds], "mode": self.mode,
             "localisation": None if self.localisation is None else list(self.localisation),
             "localisation_weighting": self.localisation_weighting, "cost": self.cost,
@@ -128,6 +162,17 @@ def _cost(key: str, value: Any) -> bool | None:
     return value
 
 
+def loss_settings(key: str, value: Any) -> dict[str, Any]:
+    """A method's loss settings (term weights and options): a mapping whose keys are ``LossConfig``'s."""
+    loss = value or {}
+    if not isinstance(loss, dict):
+        raise ConfigError(f"{key}={loss!r}: expected a mapping of loss settings")
+    bad = sorted(set(loss) - set(LOSS_FIELDS))
+    if bad:
+        raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in bad]}; known: {list(LOSS_FIELDS)}")
+    return dict(loss)
+
+
 def parse_methods(value: Any) -> dict[str, Method]:
     """``{name: {kind, loss}}``, or a list of built-in method names (alone, fm, fm_at, kd)."""
     builtin = default_methods()
@@ -145,27 +190,27 @@ def parse_methods(value: Any) -> dict[str, Method]:
         spec = {} if spec is None else spec
         if not isinstance(spec, dict):
             raise ConfigError(f"{key}={spec!r}: expected a mapping with 'kind' and/or 'loss'")
-        unknown = sorted(set(spec) - {"kind", "loss"})
+        unknown = sorted(set(spec) - {"kind", "loss", "mode", "student_backbone"})
         if unknown:
             raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in unknown]}; "
-                              "known: ['kind', 'loss']")
+                              "known: ['kind', 'loss', 'mode', 'student_backbone']")
         kind = spec.get("kind", "distill")
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind={kind!r} is not accepted; expected one of {list(KINDS)}")
-        loss = spec.get("loss") or {}
-        if not isinstance(loss, dict):
-            raise ConfigError(f"{key}.loss={loss!r}: expected a mapping of loss settings")
-        bad = sorted(set(loss) - set(LOSS_FIELDS))
-        if bad:
-            raise ConfigError(f"unknown setting(s) {[f'{key}.loss.{k}' for k in bad]}; "
-                              f"known: {list(LOSS_FIELDS)}")
+        loss = loss_settings(f"{key}.loss", spec.get("loss"))
         terms = [t for t in TERM_NAMES if t in loss and t != "ce" and loss[t]]
         if kind == "alone" and terms:
             raise ConfigError(f"{key}: kind 'alone' trains with cross-entropy only; it cannot use the "
                               f"teacher terms {terms}")
         if kind == "alone" and "ce" in loss:
             raise ConfigError(f"{key}.loss.ce: kind 'alone' always has ce = 1")
-        out[str(name)] = Method(kind, dict(loss))
+        mode, backbone = spec.get("mode"), spec.get("student_backbone")
+        if mode is not None and mode not in MODES:
+            raise ConfigError(f"{key}.mode={mode!r} is not accepted; expected one of {list(MODES)}")
+        if backbone is not None and backbone not in (*BACKBONES, KEEP_GRID):
+            raise ConfigError(f"{key}.student_backbone={backbone!r} is not accepted; expected one of "
+                              f"{[*BACKBONES, KEEP_GRID]}")
+        out[str(name)] = Method(kind, dict(loss), mode, backbone)
     return out
 
 
@@ -189,9 +234,11 @@ def run_config(base: ExperimentConfig, sweep: SweepConfig, mag: float, method: s
                ) -> ExperimentConfig:
     """The experiment config of one student run (validated)."""
     m = sweep.methods[method]
+    data = replace(base.data, student_mag=float(mag), mode=m.mode or sweep.mode)
+    backbone = student_backbone_for(m.student_backbone, base.model.backbone, data.factor)
     return ExperimentConfig(
-        data=replace(base.data, student_mag=float(mag), mode=sweep.mode),
-        model=base.model,
+        data=data,
+        model=replace(base.model, student_backbone=backbone),
         loss=m.loss_config(base.loss),
         optim=base.optim,
         run=replace(base.run, seed=int(seed), name=None),

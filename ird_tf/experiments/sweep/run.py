@@ -35,21 +35,35 @@ def localise(p: Planned, splits, sweep: SweepConfig) -> tuple[dict, bool]:
     return cached_localisation(p.run_dir, compute, key=localisation_key(sweep))
 
 
-def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) -> dict[int, dict]:
-    """``{input size: {"images_per_s", "mflops"}}`` for the teacher's and every student's input size,
-    measured on freshly built models (throughput does not depend on the weights)."""
+def cost_key(cfg: ExperimentConfig, kind: str) -> tuple[int, str]:
+    """(input size, backbone) of a run: what its inference cost depends on."""
+    view = InputView.of(cfg.data, kind)
+    return view.size, cfg.model.backbone if view.is_teacher else cfg.model.student
+
+
+def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) -> dict[tuple, dict]:
+    """``{(input size, backbone): {"images_per_s", "images_per_s_b1", "mflops", "params"}}`` for the
+    teacher and every student (inference images/s at batch 32 and batch 1), measured on freshly built
+    models (throughput does not depend on the weights), one after the other in this process."""
     from ird_tf.evaluation.cost import flops_per_image, images_per_second
+    from ird_tf.experiments.sweep.config import run_config
     from ird_tf.runs import build_for
 
-    students = [InputView.student(replace(base.data, student_mag=m, mode=sweep.mode))
-                for m in sweep.magnifications]
-    views = {v.size: v for v in [InputView.teacher(base.data), *students]}
+    runs = [(base, "teacher")] + [(run_config(base, sweep, m, name, sweep.seeds[0]), method.kind)
+                                  for m in sweep.magnifications for name, method in sweep.methods.items()]
+    todo = {}
+    for cfg, kind in runs:
+        todo.setdefault(cost_key(cfg, kind), (cfg, InputView.of(cfg.data, kind)))
     out = {}
-    for size in sorted(views, reverse=True):
-        model = build_for(base, views[size], num_classes, None)
-        rate = images_per_second(model, size, batch_size=32, min_seconds=sweep.cost_seconds)
-        out[size] = {"images_per_s": rate, "mflops": flops_per_image(model) / 1e6}
-        say(f"cost at {size} px: {rate:.0f} images/s (batch 32), {out[size]['mflops']:.2f} MFLOPs/image")
+    for key in sorted(todo, key=lambda k: (-k[0], k[1])):
+        cfg, view = todo[key]
+        model = build_for(cfg, view, num_classes, None)
+        rate = images_per_second(model, key[0], batch_size=32, min_seconds=sweep.cost_seconds)
+        rate1 = images_per_second(model, key[0], batch_size=1, min_seconds=sweep.cost_seconds)
+        out[key] = {"images_per_s": rate, "images_per_s_b1": rate1, "mflops": flops_per_image(model) / 1e6,
+                    "params": model.count_params()}
+        say(f"cost of {key[1]} at {key[0]} px: {rate:.0f} images/s (batch 32), {rate1:.0f} images/s "
+            f"(batch 1), {out[key]['mflops']:.3g} MFLOPs/image, {out[key]['params']} parameters")
     return out
 
 

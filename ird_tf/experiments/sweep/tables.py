@@ -23,7 +23,7 @@ def _row_runs(planned: list[Planned], method: str, mag: float) -> list[Planned]:
 
 
 def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
-            costs: dict[int, dict] | None) -> list[dict]:
+            costs: dict[tuple, dict] | None) -> list[dict]:
     """One record per table row (teacher, then magnification x method) from the run directories."""
     from ird_tf.evaluation.attention_eval import read_localisation
     from ird_tf.evaluation.metrics import summarize_seeds
@@ -48,12 +48,15 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
             seconds += result.seconds
         summary = summarize_seeds(per_seed) if per_seed else {}
         kind = "teacher" if method == "teacher" else sweep.methods[method].kind
-        size = InputView.of(runs[0].cfg.data, kind).size
+        view = InputView.of(runs[0].cfg.data, kind)
+        size = view.size
+        backbone = runs[0].cfg.model.backbone if view.is_teacher else runs[0].cfg.model.student
         rec = {"magnification": mag, "method": method, "kind": kind, "input_px": size,
+               "mode": "upsampled" if kind == "teacher" else runs[0].cfg.data.mode, "backbone": backbone,
                "seeds_done": len(per_seed), "seeds_planned": len(runs), "summary": summary,
                "runs": dirs, "seconds": seconds}
         if costs is not None:
-            rec.update(costs[size])
+            rec.update(costs[(size, backbone)])
         records.append(rec)
     return records
 
@@ -63,7 +66,7 @@ _METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"),
 
 
 def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned], results_dir: Path,
-                 out_name: str, header: dict, costs: dict[int, dict] | None) -> tuple[Path, Path]:
+                 out_name: str, header: dict, costs: dict[tuple, dict] | None) -> tuple[Path, Path]:
     """``<results_dir>/<out_name>.md`` and ``.csv`` from the finished runs (atomically replaced)."""
     from ird_tf.evaluation.metrics import format_table
 
@@ -83,27 +86,36 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         f"batch {d.batch_size}, {o.name} lr {o.learning_rate:g}, seeds {list(sweep.seeds)}",
         "- Methods: " + "; ".join(f"`{n}` = {describe(m, base.loss)}" for n, m in sweep.methods.items()),
     ]
+    mixed = any(m.mode is not None or m.student_backbone is not None for m in sweep.methods.values())
     if localised:
         lines.append(f"- Localisation (test split, patches with a lesion): share of the true class's "
                      f"{sweep.localisation_weighting} attention energy inside the lesion mask, and "
                      f"pointing-game accuracy; for the teacher and {list(sweep.localised)}")
     if costs is not None:
         lines.append("- Cost: inference images/s (batch 32, compiled call, this machine, measured in the "
-                     "sweep process) and FLOPs per image (2 x multiply-adds of the Conv/Dense layers)")
+                     "sweep process) and FLOPs per image (2 x multiply-adds of the Conv/Dense layers)"
+                     + ("; images/s b1: the same at batch 1; params: parameters" if mixed else ""))
     if header.get("failed"):
         lines.append("- FAILED runs: " + "; ".join(header["failed"]))
+    # studies whose methods differ in mode or backbone get those columns, batch-1 images/s and parameters
     columns = ["magnification", "method", "seeds", *(label for _, label in metric_keys)]
     if costs is not None:
         columns += ["input px", "images/s", "MFLOPs/image"]
+        if mixed:
+            columns[2:2] = ["mode", "backbone"]
+            columns += ["images/s b1", "params"]
     rows = []
     for r in records:
         row = {"magnification": f"{r['magnification']:g}x", "method": r["method"],
-               "seeds": f"{r['seeds_done']}/{r['seeds_planned']}", "input px": r["input_px"]}
+               "seeds": f"{r['seeds_done']}/{r['seeds_planned']}", "input px": r["input_px"],
+               "mode": r["mode"], "backbone": r["backbone"]}
         for k, label in metric_keys:
             row[label] = r["summary"].get(k)
         if costs is not None:
             row["images/s"] = f"{r['images_per_s']:.0f}"
             row["MFLOPs/image"] = f"{r['mflops']:.3g}"
+            row["images/s b1"] = f"{r['images_per_s_b1']:.0f}"
+            row["params"] = r["params"]
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
 
@@ -114,12 +126,14 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         csv_cols += [f"{k}_mean", f"{k}_std"]
     if costs is not None:
         csv_cols += ["images_per_s", "mflops_per_image"]
+        if mixed:
+            csv_cols += ["backbone", "images_per_s_b1", "params"]
     csv_cols.append("runs")
     writer = csv.DictWriter(buf, fieldnames=csv_cols, lineterminator="\n")
     writer.writeheader()
     for r in records:
         row = {"magnification": r["magnification"], "method": r["method"], "kind": r["kind"],
-               "mode": "upsampled" if r["kind"] == "teacher" else sweep.mode, "input_px": r["input_px"],
+               "mode": r["mode"], "input_px": r["input_px"],
                "seeds_done": r["seeds_done"], "seeds_planned": r["seeds_planned"],
                "runs": ";".join(r["runs"])}
         for k, _ in metric_keys:
@@ -127,6 +141,9 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
                 row[f"{k}_{stat}"] = study.stat_cell(r["summary"].get(k), stat)
         if costs is not None:
             row.update(images_per_s=f"{r['images_per_s']:.1f}", mflops_per_image=f"{r['mflops']:.4g}")
+            if mixed:
+                row.update(backbone=r["backbone"], images_per_s_b1=f"{r['images_per_s_b1']:.1f}",
+                           params=r["params"])
         writer.writerow(row)
     md_path, csv_path = study.write_outputs(results_dir, out_name, {".md": md, ".csv": buf.getvalue()})
     return md_path, csv_path
