@@ -12,9 +12,7 @@ from PIL import Image
 
 from ird_tf.config import ExperimentConfig, SyntheticConfig
 
-pytestmark = [pytest.mark.faults,
-              pytest.mark.skip(reason="unfinished: the weights-that-do-not-fit case prints a multi-line "
-                                      "Keras error; the other cases were not yet run to completion")]
+pytestmark = pytest.mark.faults
 
 
 def tiny_config(tmp_path: Path) -> Path:
