@@ -284,8 +284,9 @@ def _check_fold(d: DataConfig) -> None:
     have no folds (their split comes from the folders or a stratified draw), so the field is ignored."""
     if d.source == "folders":
         return
-    n = 4 if d.source == "sicap" else d.synthetic.folds
+    n = 4 if d.source == "sicap" else d.synthetic.folds  # the synthetic partition has SICAPv2's layout
     if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        n = min(n, 4)
         _check_choice("data.fold", d.fold, tuple(f"Val{k}" for k in range(1, n + 1)))
 
 
@@ -392,7 +393,7 @@ def _plain(x: Any) -> Any:
 def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
     """Builds a dataclass from a nested mapping; unknown keys are errors that name them."""
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted(str(k) for k in set(d) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "top level"
         raise ConfigError(f"unknown setting(s) {unknown} at {where}; known: {sorted(known)}")

@@ -7,7 +7,8 @@ the point raises ``OSError(ENOSPC)`` instead (a full disk). Unset, a point is on
 
 Points: ``write:<file name>`` (an atomic write, temporary file written, not yet renamed), ``batch``
 (after a training batch), ``epoch`` (after an epoch's backup is committed), ``dataset`` (the synthetic
-dataset generated but not yet renamed into place), ``export`` (SavedModel written, not yet renamed).
+dataset generated but not yet renamed into place), ``export`` (SavedModel written, not yet renamed),
+``slide-batch:<slide stem>`` (a batch of that slide's tiles classified).
 TF-free.
 """
 

@@ -118,12 +118,17 @@ def training_dataset(
     seed: int = 0, class_balanced: bool = False, labeled: bool = True, num_classes: int | None = None,
     cache: bool = True, cache_bytes: int = 2**31, skip_corrupt: bool = False,
     cache_dir: str | os.PathLike | None = None, check_workers: int | None = None, jit: bool = True,
+    start_batch: int = 0,
 ) -> tf.data.Dataset:
     """Endless augmented batches (use :func:`steps_per_epoch`): seeded shuffle, class balance (equal
     weights over the classes present, labeled tables only), fixed batch size. The augmentation
     (``augment``; None = defaults) is applied once to the high-magnification image; ``lr`` is
     ``view.from_high`` of the augmented image. ``jit``: compile the augmentation with XLA (see
-    ``RunConfig.augment_jit``). Cache and checks as :func:`evaluation_dataset`."""
+    ``RunConfig.augment_jit``). Cache and checks as :func:`evaluation_dataset`.
+
+    ``start_batch``: begin the stream there, batch for batch what the stream from 0 yields after that
+    many batches (a resumed run sees the data an uninterrupted one would); the skipped part costs
+    only the shuffles of image indices, nothing is decoded or augmented."""
     files = _files(table, view, batch_size, labeled=labeled, num_classes=num_classes, cache=cache,
                    cache_bytes=cache_bytes, skip_corrupt=skip_corrupt, cache_dir=cache_dir,
                    check_workers=check_workers)
@@ -142,7 +147,8 @@ def training_dataset(
     ds = streams[0]
     if len(streams) > 1:
         ds = tf.data.Dataset.sample_from_datasets(streams, [1.0 / len(streams)] * len(streams), seed=seed)
-    ds = files.decoded(ds)
+    skipped = int(start_batch) * batch_size
+    ds = files.decoded(ds.skip(skipped))
     augmenter = _augmenter(_key(augment or AugmentConfig()), jit)
     base = tf.constant(seed, tf.int64)
 
@@ -155,7 +161,7 @@ def training_dataset(
         views = {"hr": hr, "lr": view.from_high(hr)}
         return (views, y) if labeled else views
 
-    ds = ds.enumerate().map(with_uniforms, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate(start=skipped).map(with_uniforms, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 

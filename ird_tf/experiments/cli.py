@@ -260,7 +260,7 @@ def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> i
         return 1
 
 
-def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None):
+def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None, *, student: bool = True):
     """(strategy, splits): the runtime set up and the labelled splits loaded, said in one line, and every
     input the command will read checked (:func:`ird_tf.runs.check_inputs`) before any work starts."""
     from ird_tf.runs import check_inputs, load_splits, setup_runtime
@@ -270,7 +270,8 @@ def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None):
     fold = "" if cfg.data.source == "folders" else f", fold {cfg.data.fold}"
     say(f"data: {cfg.data.source}{fold}: {len(splits.train)} train / {len(splits.val)} val"
         f" / {len(splits.test)} test patches, classes {list(splits.class_names)}")
-    check_inputs(cfg, splits, allow_empty_classes=bool(getattr(args, "allow_empty_classes", False)))
+    check_inputs(cfg, splits, allow_empty_classes=bool(getattr(args, "allow_empty_classes", False)),
+                 student=student)
     return strategy, splits
 
 

@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train_teacher(_args, cfg) -> int:
     from ird_tf.runs import run_teacher, summary_table
 
-    strategy, splits = start(cfg, _args)
+    strategy, splits = start(cfg, _args, student=False)
     teacher = run_teacher(cfg, splits, strategy)
     print(summary_table(cfg, teacher, None), flush=True)
     return 0

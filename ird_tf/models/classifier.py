@@ -8,6 +8,7 @@ float32 even under a mixed policy, so losses and softmax stay in float32).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,17 @@ from keras import layers
 
 from ird_tf.errors import ConfigError, WeightsError
 from ird_tf.models.backbones import Backbone, build_backbone, get_backbone
+
+
+def _first_mismatch(error: Exception) -> str:
+    """Keras's load error in one line: the first variable whose shape differs, or the first line."""
+    text = str(error)
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    where = re.search(r"Variable path=([^,\s]+)", text)
+    if shapes and where:
+        return f"{where.group(1)} has shape {shapes.group(1)} in the model, {shapes.group(2)} in the file"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def build_classifier(
@@ -105,7 +117,8 @@ def load_initial_weights(
         except Exception as e:
             raise WeightsError(
                 f"weights file {path} does not fit a {spec.name} classifier with "
-                f"{model.get_layer('logits').units} classes: {e}"
+                f"{model.get_layer('logits').units} classes: {_first_mismatch(e)} (weights of another "
+                "backbone, input size or number of classes?)"
             ) from e
         for w in caught:  # a load that worked keeps its warnings
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -37,12 +37,14 @@ def load_splits(cfg: ExperimentConfig):
     return read_class_folders(d.root, d.class_names)
 
 
-def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow_empty_classes: bool = False):
-    """Every data source the run will read, checked before any model is built or run directory made:
-    each image of the train, validation and test splits and, when ``unlabeled`` and
-    ``data.unlabeled`` is set, of the unlabeled folder (decoded once; the verdicts are cached, so the
-    datasets built later do not decode them again), and a training image for every class. Raises
-    :class:`DataError` naming the file, folder or class; returns the unlabeled table (or None)."""
+def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow_empty_classes: bool = False,
+                 student: bool = True):
+    """Every data source the run will read, checked before any run directory is made: each image of
+    the train, validation and test splits and, when ``unlabeled`` and ``data.unlabeled`` is set, of the
+    unlabeled folder (decoded once; the verdicts are cached, so the datasets built later do not decode
+    them again), a training image for every class, and the initial-weights files (of the Student too
+    when ``student``). Raises :class:`DataError` naming the file, folder or class, or
+    :class:`WeightsError` naming the setting; returns the unlabeled table (or None)."""
     from ird_tf.data.checks import apply_verdicts
     from ird_tf.data.pipeline import check_images
     from ird_tf.data.readers import read_unlabeled
@@ -72,12 +74,16 @@ def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow
         from ird_tf.progress import say
 
         say(f"warning: {message}; training anyway (--allow-empty-classes)")
+    from ird_tf.runs.classifiers import check_weights
+
+    check_weights(cfg, len(splits.class_names), student=student)
     return unlabeled_table
 
 
 def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
-    """(train, val, test, steps_per_epoch) for a model reading ``view``: the training set repeats
-    (augmented, class-balanced), the evaluation sets are one pass in file order. ``train_table``
+    """(train, val, test, steps_per_epoch) for a model reading ``view``: ``train`` is a function of the
+    batch to start at (``fit`` resumes the stream where the backup left it) giving the repeating
+    augmented, class-balanced training set; the evaluation sets are one pass in file order. ``train_table``
     replaces the labelled training table (an unlabeled folder: the training batches carry no labels)."""
     from ird_tf.data.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
 
@@ -86,8 +92,12 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     table = splits.train if labeled else train_table
     common = dict(batch_size=d.batch_size, cache=d.cache, skip_corrupt=d.skip_corrupt,
                   num_classes=len(splits.class_names), cache_dir=Path(d.cache_dir) / "checks")
-    train = training_dataset(table, view, augment=d.augment, seed=cfg.run.seed, labeled=labeled,
-                             class_balanced=d.class_balanced and labeled, jit=cfg.run.augment_jit, **common)
+
+    def train(start_batch: int = 0):
+        return training_dataset(table, view, augment=d.augment, seed=cfg.run.seed, labeled=labeled,
+                                class_balanced=d.class_balanced and labeled, jit=cfg.run.augment_jit,
+                                start_batch=start_batch, **common)
+
     val = evaluation_dataset(splits.val, view, **common)
     test = evaluation_dataset(splits.test, view, **common)
     return train, val, test, steps_per_epoch(len(table), d.batch_size)

@@ -39,6 +39,7 @@ from ird_tf.data.slides import (
     reduce,
     tile_grid,
 )
+from ird_tf import faults
 from ird_tf.data.view import InputView
 from ird_tf.errors import ConfigError, DataError
 from ird_tf.progress import say
@@ -278,6 +279,7 @@ def infer(slide, tiles, model: SlideModel, mpp0: float, batch_size: int | None =
         n = len(idx) if final else len(idx) // batch * batch
         for s in range(0, n, batch):
             out[idx[s:s + batch]] = model.predict(images[s:s + batch])
+            faults.point(f"slide-batch:{slide.path.stem}")
         held_idx[:], held[:] = ([idx[n:]], [images[n:]]) if n < len(idx) else ([], [])
 
     for idx, pixels in iter_regions(slide, tiles, plan, side):

@@ -107,10 +107,14 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
           attention_images: int) -> RunResult:
     from ird_tf.training.board import run_hparams, write_hparams
     from ird_tf.training.loop import fit, make_optimizer
+    from ird_tf.training.runtime import set_seed
 
     cfg.save(own / "config.yaml")
     train, val, test, steps = datasets(cfg, splits, view, train_table=train_table)
     num_classes = len(splits.class_names)
+    # the model's initial weights follow from its seed alone, not from what this process did before
+    # (a teacher trained or only loaded, other runs of a study): a rerun or a resumed run is the same run
+    set_seed(cfg.run.seed)
     with strategy.scope():
         classifier = build_for(cfg, view, num_classes, weights)
         model = wrap(classifier)

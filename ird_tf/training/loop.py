@@ -12,14 +12,16 @@ Run directory after ``fit``::
     done.json           written last; a run with it returns at once
 
 Killed at any moment (SIGKILL included), the same call resumes from the last backup (epoch, weights and
-optimizer state; the partial epoch is replayed, the input pipeline restarts) and completes ``epochs``.
+optimizer state; a partial epoch is replayed from its first batch) and completes ``epochs``. Given the
+training stream as a function of its start, a run resumed at an epoch's end continues with the batches an
+uninterrupted run would have seen, so its history is the same.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -55,7 +57,7 @@ def first_batch(dataset: tf.data.Dataset, n: int):
 
 def fit(
     model: keras.Model,
-    train_ds: tf.data.Dataset,
+    train_ds: tf.data.Dataset | Callable[[int], tf.data.Dataset],
     val_ds: tf.data.Dataset | None,
     *,
     run_dir: str | Path,
@@ -75,7 +77,9 @@ def fit(
     """Trains a compiled ``Supervised``/``Distiller`` (or any model with a custom ``train_step``) for
     ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
     ``val_ds`` (finite, ``(x, label)``) each epoch, and returns the whole history ``{column: [per
-    epoch]}`` as in ``history.csv`` (over all resumes).
+    epoch]}`` as in ``history.csv`` (over all resumes). ``train_ds`` may be a function of the number of
+    batches already trained that returns the stream from there (``training_dataset``'s ``start_batch``):
+    a run resumed at an epoch's end then trains on exactly the batches an uninterrupted run would.
 
     ``val_input_key``: feed ``x[val_input_key]`` to the classifier for validation instead of the
     model's own ``call``. ``attention_images``: number of validation patches drawn with teacher and
@@ -85,7 +89,8 @@ def fit(
     Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
     state; ``done.json`` is not written).
     """
-    _check_datasets(train_ds, val_ds, steps_per_epoch)
+    if not callable(train_ds):
+        _check_datasets(train_ds, val_ds, steps_per_epoch)
     root = Path(run_dir)
     out = worker_dir(root)  # other workers of a cluster: same work, own files
     out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +106,9 @@ def fit(
         return cb.read_history(out / "history.csv")
     with model.distribute_strategy.scope():
         initial_epoch = cb.restore_backup(model, out / "backup")
+    if callable(train_ds):  # the stream from where the backup left it: a resume trains on the same data
+        train_ds = train_ds(initial_epoch * steps_per_epoch)
+        _check_datasets(train_ds, val_ds, steps_per_epoch)
     what = f"resuming after epoch {initial_epoch}" if initial_epoch else "starting"
     say(f"{type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
         source="fit")

@@ -239,6 +239,28 @@ def test_training_repeats_with_a_fixed_batch(rgb32):
     assert len(list(ds.take(3 * steps))) == 3 * steps
 
 
+@pytest.mark.parametrize("balanced", [False, True])
+def test_a_stream_started_later_is_the_same_stream(rgb32, balanced):
+    """``start_batch=k`` yields what the stream from 0 yields after k batches (shuffles, class draws and
+    augmentation alike), so a run resumed after epoch e trains on the batches an uninterrupted one would."""
+    from ird_tf.data.pipeline import training_dataset
+    from ird_tf.data.view import InputView
+
+    view = InputView("lr", 32, 2, "upsampled")
+
+    def stream(start):
+        ds = training_dataset(rgb32, view, batch_size=4, seed=5, class_balanced=balanced, num_classes=2,
+                              start_batch=start)
+        return [(b[0]["hr"].numpy(), b[1].numpy()) for b in ds.take(3)]
+
+    whole = stream(0) + stream(3)
+    later = stream(2)
+    for (x, y), (x2, y2) in zip(whole[2:5], later, strict=True):
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(x, x2)
+    assert not np.array_equal(whole[0][0], whole[2][0])  # the batches differ: the test can tell them apart
+
+
 def test_unlabeled_yields_views_only(rgb32):
     ds = make_dataset(
         rgb32[["path"]], image_size=32, factor=2, mode="native", batch_size=4, training=True, labeled=False

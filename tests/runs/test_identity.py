@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
 
@@ -24,6 +25,20 @@ def test_teacher_is_shared_across_student_settings_but_not_teacher_settings():
     assert {teacher_dir(c) for c in same} == {teacher_dir(cfg)}
     assert len({teacher_dir(c) for c in [cfg, *other]}) == 1 + len(other)
     assert len({student_dir(c) for c in [cfg, *same]}) == 1 + len(same)
+
+
+def test_where_files_go_is_not_part_of_a_students_identity():
+    """The cache folder and the output folder change where files are, not what is trained: the same
+    student name under another output root (so a moved project, or the fault tests' two copies of one
+    command, compare run for run); verbosity neither."""
+    from ird_tf.runs import student_dir
+
+    cfg = ExperimentConfig()
+    moved = replace(cfg, data=replace(cfg.data, cache_dir="/elsewhere/cache"),
+                    run=replace(cfg.run, output_dir="/elsewhere/runs", verbose=0))
+    assert student_dir(moved).name == student_dir(cfg).name
+    assert student_dir(moved).parent == Path("/elsewhere/runs/students")
+    assert student_dir(replace(cfg, run=replace(cfg.run, seed=32))).name != student_dir(cfg).name
 
 
 def test_new_synthetic_data_is_a_new_run(monkeypatch):

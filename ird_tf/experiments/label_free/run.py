@@ -23,11 +23,12 @@ def run_study(base: ExperimentConfig, settings: LabelFreeConfig, *, command: str
               out_name: str) -> int:
     """Runs (or reuses) every planned run, rewriting tables and plot after each one trained and at the
     end; 0 when all finished."""
-    from ird_tf.runs import load_splits, setup_runtime
+    from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     start = time.time()
     strategy = setup_runtime(base)
     splits = load_splits(base)
+    check_inputs(base, splits)  # every image and weights file, before the first run starts
     n_train = len(splits.train)
     sets = prepare_sets(base, settings, splits)
     planned = plan(base, settings, n_train)

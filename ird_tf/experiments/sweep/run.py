@@ -70,12 +70,13 @@ def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) 
 def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
     """Runs (or reuses) every planned run and rewrites the tables after each; 0 when all finished."""
-    from ird_tf.runs import load_splits, setup_runtime
+    from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     start = time.time()
     planned = plan(base, sweep)
     strategy = setup_runtime(base)
     splits = load_splits(base)
+    check_inputs(base, splits)  # every image and weights file, before the first run starts
     say(f"sweep {sweep.name!r}: {len(planned)} runs ({len(sweep.seeds)} seed(s) x (teacher + "
         f"{len(sweep.magnifications)} magnification(s) x {len(sweep.methods)} method(s))), "
         f"mode {sweep.mode}; tables: {results_dir / out_name}.md/.csv")
