@@ -55,4 +55,19 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     return train, val, test, steps_per_epoch(len(table), d.batch_size)
 
 
-__all__ = ["datasets", "load_splits", "setup_runtime"]
+
+
+def calibration_dataset(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
+    """The training images once, in file order and without augmentation (labels or not): what the
+    BatchNorm statistics are recomputed over when ``optim.recalibrate_bn`` is on."""
+    from ird_tf.data.pipeline import evaluation_dataset
+
+    d = cfg.data
+    labeled = train_table is None
+    table = splits.train if labeled else train_table
+    return evaluation_dataset(table, view, batch_size=d.batch_size, labeled=labeled,
+                              num_classes=len(splits.class_names), cache=d.cache,
+                              skip_corrupt=d.skip_corrupt, cache_dir=Path(d.cache_dir) / "checks")
+
+
+__all__ = ["calibration_dataset", "datasets", "load_splits", "setup_runtime"]
