@@ -23,6 +23,7 @@ from ird_tf.config import (
     MODES,
     PRECISIONS,
     PRESETS,
+    SCHEDULES,
     STRATEGIES,
     ConfigError,
     ExperimentConfig,
@@ -60,6 +61,9 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "map_resize": ("loss", "map_resize"),
     "optimizer": ("optim", "name"),
     "lr": ("optim", "learning_rate"),
+    "lr_schedule": ("optim", "schedule"),
+    "warmup_epochs": ("optim", "warmup_epochs"),
+    "recalibrate_bn": ("optim", "recalibrate_bn"),
     "weight_decay": ("optim", "weight_decay"),
     "epochs": ("optim", "epochs"),
     "teacher_epochs": ("optim", "teacher_epochs"),
@@ -144,7 +148,14 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
     g = p.add_argument_group("optimisation")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"))
-    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--lr", type=float, help="learning rate (the peak of a schedule)")
+    g.add_argument("--lr-schedule", choices=SCHEDULES,
+                   help="constant (the paper preset) or cosine (warm-up, then cosine decay to 0: the cpu "
+                        "preset)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up of the cosine schedule, in epochs")
+    g.add_argument("--recalibrate-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute BatchNorm statistics on the un-augmented training images at each epoch "
+                        "end (on in the cpu preset)")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--epochs", type=int, help="student epochs" if student else "(unused here)")
     g.add_argument("--teacher-epochs", type=int)

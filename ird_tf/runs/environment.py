@@ -90,8 +90,7 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     d = cfg.data
     labeled = train_table is None
     table = splits.train if labeled else train_table
-    common = dict(batch_size=d.batch_size, cache=d.cache, skip_corrupt=d.skip_corrupt,
-                  num_classes=len(splits.class_names), cache_dir=Path(d.cache_dir) / "checks")
+    common = _reading(cfg, splits)
 
     def train(start_batch: int = 0):
         return training_dataset(table, view, augment=d.augment, seed=cfg.run.seed, labeled=labeled,
@@ -103,4 +102,21 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     return train, val, test, steps_per_epoch(len(table), d.batch_size)
 
 
-__all__ = ["check_inputs", "datasets", "load_splits", "setup_runtime"]
+def calibration_dataset(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
+    """The training images once, in file order and without augmentation (labels or not): what the
+    BatchNorm statistics are recomputed over when ``optim.recalibrate_bn`` is on."""
+    from ird_tf.data.pipeline import evaluation_dataset
+
+    labeled = train_table is None
+    table = splits.train if labeled else train_table
+    return evaluation_dataset(table, view, labeled=labeled, **_reading(cfg, splits))
+
+
+def _reading(cfg: ExperimentConfig, splits) -> dict:
+    """How every dataset of a run reads its images (batch, cache, corrupt files, verdict cache)."""
+    d = cfg.data
+    return dict(batch_size=d.batch_size, cache=d.cache, skip_corrupt=d.skip_corrupt,
+                num_classes=len(splits.class_names), cache_dir=Path(d.cache_dir) / "checks")
+
+
+__all__ = ["calibration_dataset", "check_inputs", "datasets", "load_splits", "setup_runtime"]

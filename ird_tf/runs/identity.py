@@ -44,11 +44,26 @@ def _training_data(d: DataConfig) -> dict[str, Any]:
             "balanced": d.class_balanced}
 
 
+_SCHEDULE_FIELDS = ("schedule", "warmup_epochs", "final_lr_fraction")
+
+
+def optim_identity(optim: dict[str, Any]) -> dict[str, Any]:
+    """The optimisation settings that name a run: a constant learning rate leaves out the schedule's
+    settings (they do not act) and ``recalibrate_bn`` is left out when off, so runs made before these
+    settings existed keep their names."""
+    out = dict(optim)
+    if out.get("schedule", "constant") == "constant":
+        out = {k: v for k, v in out.items() if k not in _SCHEDULE_FIELDS}
+    if not out.get("recalibrate_bn", False):
+        out.pop("recalibrate_bn", None)
+    return out
+
+
 def teacher_dir(cfg: ExperimentConfig) -> Path:
     """Where the teacher for these data, fold, backbone, seed and teacher settings lives."""
     ident = {"data": _training_data(cfg.data), "teacher_mag": cfg.data.teacher_mag,
              "backbone": cfg.model.backbone, "revision": BACKBONE_REVISIONS[cfg.model.backbone],
-             "weights": cfg.model.weights, "optim": asdict(replace(cfg.optim, epochs=0)),
+             "weights": cfg.model.weights, "optim": optim_identity(asdict(replace(cfg.optim, epochs=0))),
              "seed": cfg.run.seed, "precision": cfg.run.precision,
              "label_smoothing": cfg.loss.label_smoothing}
     name = (f"{_mag(cfg.data.teacher_mag)}_s{cfg.run.seed}_{cfg.model.backbone}_{cfg.data.fold}"
@@ -66,6 +81,7 @@ def student_dir(cfg: ExperimentConfig, kind: str = "distill") -> Path:
         settings[section].pop(key, None)  # how it is shown and where files go, not what is trained
     if settings["model"].get("student_backbone") is None:  # unset: digests of earlier runs unchanged
         settings["model"].pop("student_backbone", None)
+    settings["optim"] = optim_identity(settings["optim"])
     settings["data"] = {**settings["data"], **data_identity(cfg.data)}
     ident = {"teacher": teacher_dir(cfg).name, "cfg": settings, "kind": kind}
     terms = "+".join(cfg.loss.weights()) if kind == "distill" else kind
@@ -74,4 +90,4 @@ def student_dir(cfg: ExperimentConfig, kind: str = "distill") -> Path:
     return Path(cfg.run.output_dir) / "students" / name
 
 
-__all__ = ["data_identity", "digest", "student_dir", "teacher_dir"]
+__all__ = ["data_identity", "digest", "optim_identity", "student_dir", "teacher_dir"]

@@ -14,7 +14,7 @@ from ird_tf.data.view import InputView
 from ird_tf.progress import say
 from ird_tf.runs.claims import run_claim
 from ird_tf.runs.classifiers import build_for, load_classifier
-from ird_tf.runs.environment import datasets
+from ird_tf.runs.environment import calibration_dataset, datasets
 from ird_tf.runs.evaluate import evaluate
 from ird_tf.runs.export import export_student
 from ird_tf.runs.identity import student_dir, teacher_dir
@@ -118,10 +118,12 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
     with strategy.scope():
         classifier = build_for(cfg, view, num_classes, weights)
         model = wrap(classifier)
-        model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs)), jit_compile=cfg.run.jit)
+        model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs), steps), jit_compile=cfg.run.jit)
+    calibration = calibration_dataset(cfg, splits, view, train_table=train_table) if cfg.optim.recalibrate_bn \
+        else None
     fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
         val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
-        class_names=splits.class_names)
+        class_names=splits.class_names, calibration_ds=calibration)
     metrics = evaluate(classifier, {"val": val, "test": test}, view, splits.class_names, own)
     write_hparams(own / "tb", run_hparams(cfg, role), metrics, settings=cfg.to_dict())
     chief = own == run_dir

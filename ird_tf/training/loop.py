@@ -15,6 +15,8 @@ Killed at any moment (SIGKILL included), the same call resumes from the last bac
 optimizer state; a partial epoch is replayed from its first batch) and completes ``epochs``. Given the
 training stream as a function of its start, a run resumed at an epoch's end continues with the batches an
 uninterrupted run would have seen, so its history is the same.
+The optimizer's step count resumes at the start of the replayed epoch, so a learning-rate schedule
+continues on the curve of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -35,16 +37,41 @@ from ird_tf.training.distiller import Distiller
 from ird_tf.training.runtime import worker_dir
 
 
-def make_optimizer(cfg: OptimConfig) -> keras.optimizers.Optimizer:
-    """Adam, AdamW or SGD (momentum 0.9) from ``OptimConfig``. AdamW is Keras 3's own, which replaces the
-    end-of-life tensorflow-addons version. Under ``mixed_float16`` ``compile`` wraps it in a
-    ``LossScaleOptimizer`` by itself."""
+def learning_rate(cfg: OptimConfig, steps_per_epoch: int | None = None):
+    """The learning rate of ``cfg``: a number (``schedule: constant``) or Keras's ``CosineDecay``
+    (``schedule: cosine``) over ``cfg.epochs * steps_per_epoch`` optimizer steps: linear warm-up from 0
+    to ``learning_rate`` over ``warmup_epochs``, then cosine decay to ``final_lr_fraction`` of it. The
+    schedule is a function of the optimizer's ``iterations``, which the backup holds, so a resumed run
+    continues on the same curve."""
+    if cfg.schedule == "constant":
+        return cfg.learning_rate
+    if cfg.schedule != "cosine":
+        raise ConfigError(f"optim.schedule={cfg.schedule!r} is not accepted; expected one of "
+                          "['constant', 'cosine']")
+    if not steps_per_epoch or steps_per_epoch < 1:
+        raise ValueError("make_optimizer: schedule 'cosine' needs steps_per_epoch >= 1")
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    if warmup > 0:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total - warmup, alpha=cfg.final_lr_fraction,
+            warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total,
+                                                  alpha=cfg.final_lr_fraction)
+
+
+def make_optimizer(cfg: OptimConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam, AdamW or SGD (momentum 0.9) from ``OptimConfig``, with its learning rate or schedule
+    (:func:`learning_rate`; ``steps_per_epoch`` is needed by a schedule, ``cfg.epochs`` is the run's
+    length). AdamW is Keras 3's own, which replaces the end-of-life tensorflow-addons version. Under
+    ``mixed_float16`` ``compile`` wraps it in a ``LossScaleOptimizer`` by itself."""
+    lr = learning_rate(cfg, steps_per_epoch)
     if cfg.name == "adam":
-        return keras.optimizers.Adam(cfg.learning_rate, weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.Adam(lr, weight_decay=cfg.weight_decay or None)
     if cfg.name == "adamw":
-        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9, weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=cfg.weight_decay or None)
     raise ConfigError(f"optim.name={cfg.name!r} is not accepted; expected one of ['adam', 'adamw', 'sgd']")
 
 
@@ -73,6 +100,7 @@ def fit(
     attention_images: int = 4,
     restore_best: bool = True,
     class_names: Sequence[str] | None = None,
+    calibration_ds: tf.data.Dataset | None = None,
 ) -> dict[str, list[float]]:
     """Trains a compiled ``Supervised``/``Distiller`` (or any model with a custom ``train_step``) for
     ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
@@ -86,6 +114,9 @@ def fit(
     student maps in TensorBoard each epoch (Distiller only; 0 switches it off). ``restore_best``: load
     ``best.weights.h5`` into the classifier at the end (also when the run had already finished).
     ``class_names``: titles of the attention panels (default: the class indices).
+    ``calibration_ds``: finite batches (the training images without augmentation) over which the
+    classifier's BatchNorm statistics are recomputed at each epoch end, before validation and checkpoints
+    (``callbacks.RecalibrateBatchNorm``); None keeps Keras's moving averages of the training batches.
     Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
     state; ``done.json`` is not written).
     """
@@ -105,7 +136,7 @@ def fit(
         _load_best(model, out, restore_best)
         return cb.read_history(out / "history.csv")
     with model.distribute_strategy.scope():
-        initial_epoch = cb.restore_backup(model, out / "backup")
+        initial_epoch = cb.restore_backup(model, out / "backup", steps_per_epoch)
     if callable(train_ds):  # the stream from where the backup left it: a resume trains on the same data
         train_ds = train_ds(initial_epoch * steps_per_epoch)
         _check_datasets(train_ds, val_ds, steps_per_epoch)
@@ -114,6 +145,8 @@ def fit(
         source="fit")
 
     callbacks: list[keras.callbacks.Callback] = [cb.StopOnNonFinite(out)]
+    if calibration_ds is not None:
+        callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key))
     if val_ds is not None:
         callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key))
     callbacks += [cb.LearningRateLogger()]
@@ -167,4 +200,4 @@ def _load_best(model: keras.Model, run_dir: Path, restore_best: bool) -> None:
         cb.classifier_of(model).load_weights(str(path))
 
 
-__all__ = ["fit", "make_optimizer"]
+__all__ = ["fit", "learning_rate", "make_optimizer"]

@@ -38,11 +38,12 @@ def collect(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Pla
     for key in order:
         runs = groups[key]
         first = runs[0]
-        per_seed, dirs, seconds = [], [], 0.0
+        per_seed, by_seed, dirs, seconds = [], {}, [], 0.0
         for p in runs:
             result = read_result(p.run_dir)
             if result is not None:
                 per_seed.append(result.metrics.get("test", {}))
+                by_seed[p.seed] = result.metrics.get("test", {})
                 dirs.append(p.run_dir.name)
                 seconds += result.seconds
         epochs = first.cfg.optim.teacher_epochs if first.kind == "teacher" else first.cfg.optim.epochs
@@ -54,14 +55,30 @@ def collect(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Pla
             "extra_images": first.uset.n_extra if first.uset else None,
             "epochs": epochs, "train_steps": epochs * math.ceil(n_images / batch),
             "seeds_done": len(per_seed), "seeds_planned": len(runs),
-            "summary": summarize_seeds(per_seed) if per_seed else {}, "runs": dirs, "seconds": seconds,
+            "summary": summarize_seeds(per_seed) if per_seed else {}, "by_seed": by_seed, "runs": dirs,
+            "seconds": seconds,
         })
     return records
 
 
+def paired(records: list[dict]) -> tuple[str, dict]:
+    """Each label-free row (``method +ratio``) and labeled reference compared seed by seed with the
+    labeled ``alone`` and ``fm`` students of its magnification (``study.paired_section``)."""
+    teacher = next((r["by_seed"] for r in records if r["group"] == "teacher"), None)
+    groups: dict[float, dict] = {}
+    for r in records:
+        if r["group"] == "teacher":
+            continue
+        name = r["method"] if r["group"] == "reference" else f"{r['method']} +{r['extra_ratio']:g}x"
+        groups.setdefault(r["magnification"], {})[name] = r["by_seed"]
+    return study.paired_section([(f"{mag:g}x", per, teacher) for mag, per in groups.items()], what="row")
+
+
 def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Planned], n_train: int,
                   results_dir: Path, out_name: str, header: dict) -> tuple[Path, Path, Path]:
-    """``<out_name>.md``, ``.csv`` and ``.png`` under ``results_dir`` (each atomically replaced)."""
+    """``<out_name>.md``, ``.csv`` and ``.png`` under ``results_dir`` (each atomically replaced), and
+    ``<out_name>_paired.png`` (paired differences against the labeled ``alone`` and ``fm``) when one of
+    them is a reference with a finished pair."""
     from ird_tf.evaluation.metrics import format_table
 
     records = collect(base, settings, planned, n_train)
@@ -105,6 +122,14 @@ def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: li
             row[label] = r["summary"].get(k)
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
+    paired_md, panels = paired(records)
+    if paired_md:
+        md += "\n" + paired_md
+    if panels:
+        from ird_tf.evaluation.paired import plot_paired
+
+        plot_paired(results_dir / f"{out_name}_paired.png", panels,
+                    title=f"Label-free distillation `{settings.name}`: paired differences per magnification")
 
     buf = io.StringIO()
     buf.write(study.csv_preamble(header, recorded_seconds=recorded, labeled_train_images=n_train,

@@ -18,6 +18,7 @@ from ird_tf.experiments.study.report import (
     fmt_time,
     git_commit,
     nan_if_none,
+    paired_section,
     stat_cell,
     write_outputs,
 )
@@ -34,6 +35,6 @@ from ird_tf.experiments.study.values import (
 __all__ = [
     "PlannedRun", "RESULTS_DIR", "StudyCommand", "as_integer", "as_integers", "as_list", "as_number",
     "as_numbers", "build_parser", "build_section", "common_lines", "csv_preamble", "execute", "fmt_time",
-    "git_commit", "load_study_file", "main", "nan_if_none", "prepare_run", "print_dry_run", "resolve",
-    "run_all", "save_study_file", "select_seeds", "stat_cell", "write_outputs",
+    "git_commit", "load_study_file", "main", "nan_if_none", "paired_section", "prepare_run", "print_dry_run",
+    "resolve", "run_all", "save_study_file", "select_seeds", "stat_cell", "write_outputs",
 ]

@@ -65,10 +65,57 @@ def csv_preamble(header: dict, *, recorded_seconds: float, **extra: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_section(groups: list[tuple[str, dict[str, dict], dict | None]], *,
+                   metric: str = "balanced_accuracy", label: str = "test bal. acc.",
+                   references: tuple[str, ...] = ("alone", "fm"), what: str = "method") -> tuple[str, dict]:
+    """The paired comparison of a study table: Markdown (a note and a table) and the plot's panels.
+
+    ``groups``: per magnification (its label), ``{row name: {seed: test metrics}}`` and the teacher's
+    ``{seed: test metrics}`` (or None). Each row is compared seed by seed with ``references`` (mean
+    difference and its interval, ``ird_tf.evaluation.paired``) and, when ``alone`` and the teacher are
+    there, the share of the alone→teacher gap it closes. Returns ("", {}) when no reference is present."""
+    from ird_tf.evaluation.paired import INTERVAL, compare, paired_cell
+
+    def scores(by_seed: dict) -> dict:
+        return {seed: m.get(metric) for seed, m in by_seed.items()}
+
+    rows, panels = [], {}
+    refs_seen = [r for r in references if any(r in per for _, per, _ in groups)]
+    if not refs_seen:
+        return "", {}
+    for mag, per, teacher in groups:
+        table = compare({n: scores(v) for n, v in per.items()}, scores(teacher) if teacher else None,
+                        references=tuple(refs_seen))
+        panels[mag] = {}
+        for name, r in table.items():
+            seeds = max((p.n for p in (r[f"vs_{ref}"] for ref in refs_seen) if p is not None), default=0)
+            if all(r[f"vs_{ref}"] is None for ref in refs_seen):
+                continue
+            panels[mag][name] = {ref: r[f"vs_{ref}"] for ref in refs_seen}
+            gap = r["gap_closed"]
+            cells = [mag, name, str(seeds), *(paired_cell(r[f"vs_{ref}"]) for ref in refs_seen),
+                     "n/a" if gap is None else f"{gap:+.0%}"]
+            rows.append("| " + " | ".join(cells) + " |")
+    header = ["magnification", what, "paired seeds", *(f"{label} − {ref}" for ref in refs_seen),
+              "alone→teacher gap closed"]
+    lines = [
+        f"### Paired differences of {label} against {' and '.join(f'`{r}`' for r in refs_seen)}",
+        "",
+        f"Seed by seed (same seed: same teacher, data order and initial weights): mean difference over the "
+        f"seeds both finished and its {INTERVAL} (none with one seed); `*`: the interval excludes 0. "
+        "Gap closed: mean(row − alone) / mean(teacher − alone) over the seeds all three finished.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *rows,
+    ]
+    return "\n".join(lines) + "\n", {k: v for k, v in panels.items() if v}
+
+
 def write_outputs(results_dir: Path, out_name: str, texts: dict[str, str]) -> list[Path]:
     """``<results_dir>/<out_name><ext>`` for each ``ext -> text``, each replaced atomically."""
     return [write_text(results_dir / f"{out_name}{ext}", text) for ext, text in texts.items()]
 
 
-__all__ = ["common_lines", "csv_preamble", "fmt_time", "git_commit", "nan_if_none", "stat_cell",
-           "write_outputs"]
+__all__ = ["common_lines", "csv_preamble", "fmt_time", "git_commit", "nan_if_none", "paired_section",
+           "stat_cell", "write_outputs"]

@@ -34,7 +34,7 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
     records = []
     for method, mag in groups:
         runs = _row_runs(planned, method, mag)
-        per_seed, dirs, seconds = [], [], 0.0
+        per_seed, by_seed, dirs, seconds = [], {}, [], 0.0
         for p in runs:
             result = read_result(p.run_dir)
             if result is None:
@@ -44,6 +44,7 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
             if loc is not None:
                 scores.update(energy_inside=loc["energy_inside"], pointing_game=loc["pointing_game"])
             per_seed.append(scores)
+            by_seed[p.seed] = scores
             dirs.append(p.run_dir.name)
             seconds += result.seconds
         summary = summarize_seeds(per_seed) if per_seed else {}
@@ -54,7 +55,7 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
         rec = {"magnification": mag, "method": method, "kind": kind, "input_px": size,
                "mode": "upsampled" if kind == "teacher" else runs[0].cfg.data.mode, "backbone": backbone,
                "seeds_done": len(per_seed), "seeds_planned": len(runs), "summary": summary,
-               "runs": dirs, "seconds": seconds}
+               "by_seed": by_seed, "runs": dirs, "seconds": seconds}
         if costs is not None:
             rec.update(costs[(size, backbone)])
         records.append(rec)
@@ -65,9 +66,21 @@ _METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"),
             ("energy_inside", "energy in lesion"), ("pointing_game", "pointing game"))
 
 
+def paired(records: list[dict]) -> tuple[str, dict]:
+    """The paired comparison against ``alone`` and ``fm`` per magnification (``study.paired_section``)."""
+    teacher = next((r["by_seed"] for r in records if r["kind"] == "teacher"), None)
+    groups: dict[float, dict] = {}
+    for r in records:
+        if r["kind"] != "teacher":
+            groups.setdefault(r["magnification"], {})[r["method"]] = r["by_seed"]
+    return study.paired_section([(f"{mag:g}x", per, teacher) for mag, per in groups.items()])
+
+
 def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned], results_dir: Path,
                  out_name: str, header: dict, costs: dict[tuple, dict] | None) -> tuple[Path, Path]:
-    """``<results_dir>/<out_name>.md`` and ``.csv`` from the finished runs (atomically replaced)."""
+    """``<results_dir>/<out_name>.md`` and ``.csv`` from the finished runs (atomically replaced), and
+    ``<out_name>_paired.png`` (paired differences against ``alone`` and ``fm``) when the sweep has one of
+    them and a finished pair."""
     from ird_tf.evaluation.metrics import format_table
 
     records = collect(base, sweep, planned, costs)
@@ -118,6 +131,14 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
             row["params"] = r["params"]
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
+    paired_md, panels = paired(records)
+    if paired_md:
+        md += "\n" + paired_md
+    if panels:
+        from ird_tf.evaluation.paired import plot_paired
+
+        plot_paired(results_dir / f"{out_name}_paired.png", panels,
+                    title=f"Sweep `{out_name.removeprefix('sweep_')}`: paired differences per magnification")
 
     buf = io.StringIO()
     buf.write(study.csv_preamble(header, recorded_seconds=recorded))

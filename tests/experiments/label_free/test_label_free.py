@@ -138,7 +138,11 @@ def test_tiny_study_writes_table_csv_png_then_reuses_every_run(tmp_path, monkeyp
     assert f"- Command: `python -m ird_tf.experiments.label_free --config {config}`" in md
     assert re.search(r"- Commit: `(unknown|[0-9a-f]{4,})`", md) and re.search(r"- Run time: \d+\.\d min", md)
     assert "Fixed step budget" in md and "1 epochs x 3 steps = 3 steps" in md
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    main_table, paired = md.split("\n### Paired differences", 1)
+    table = [line for line in main_table.splitlines() if line.startswith("| ")]
+    # one seed: the paired differences against the labeled alone student have no interval
+    assert re.search(r"\| 2\.5x \| kd_fmap_at \+1x \| 1 \| [+-]\d\.\d{3} \(1 seed\) \|", paired)
+    assert (results / "label_free_tiny_paired.png").is_file()
     assert [row.split(" | ")[:3] for row in table[1:]] == [
         ["| 10x", "teacher", "24 labeled"], ["| 2.5x", "alone", "24 labeled"],
         ["| 2.5x", "kd_fmap_at", "24 unlabeled (+0x extra)"],

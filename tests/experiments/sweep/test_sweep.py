@@ -65,12 +65,15 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
     assert re.search(r"- Commit: `(unknown|[0-9a-f]{4,})`", md)
     assert re.search(r"- Run time: \d+\.\d min", md)
     assert "3/3 runs finished" in md
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    main_table, paired = md.split("\n### Paired differences", 1)
+    table = [line for line in main_table.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| magnification | method | seeds | test bal. acc. | test kappa | energy in "
                                "lesion | pointing game | input px | images/s | MFLOPs/image |")
     assert [row.split(" | ")[:3] for row in table[1:]] == [
         ["| 10x", "teacher", "1/1"], ["| 2.5x", "alone", "1/1"], ["| 2.5x", "fm_at", "1/1"]]
     assert all(re.search(r"\d\.\d{3} ± \d\.\d{3}", row) for row in table[1:])
+    assert re.search(r"\| 2\.5x \| fm_at \| 1 \| [+-]\d\.\d{3} \(1 seed\) \|", paired)  # no interval
+    assert (tmp_path / "experiments/results/sweep_tiny_paired.png").is_file()
 
     csv_path = tmp_path / "experiments/results/sweep_tiny.csv"
     head = csv_path.read_text().splitlines()[:4]
