@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         "command": command, "commit": commit, "late_epochs": late_epochs(epochs),
         "recipes": {n: all_recipes[n].optim.__dict__ for n in results},
         "summary": {n: summary(r) for n, r in results.items()},
-        "runs": {n: {str(s): r for s, r in runs.items()} for n, runs in results.items()}}, indent=1)
+        "runs": {n: {str(s): r for s, r in runs.items()} for n, runs in results.items()}})
     table = markdown(results, command, commit)
     write_text(out.with_suffix(".md"), table)
     print(table, flush=True)
