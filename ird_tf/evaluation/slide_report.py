@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,12 +207,21 @@ def _csv_field(text: str) -> str:
     return buf.getvalue()[:-1]
 
 
+def _save_png(path: str | Path, image) -> Path:
+    """Writes the PIL ``image`` as a PNG, atomically. Deflate's run-length strategy (``Z_RLE``) on
+    Pillow's filtered rows: on the heatmap and the tissue mask of the benchmark's slide it made files a
+    little smaller than compression level 1 (the heatmap) or Pillow's default (the mask) in about
+    three quarters (the heatmap) or a third (the mask) of the time. PNG is lossless: the pixels read
+    back are the same whatever the setting."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    return Path(path)
+
+
 def write_tissue_png(path: str | Path, mask: np.ndarray) -> Path:
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(tmp, format="PNG")
-    return Path(path)
+    return _save_png(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)))
 
 
 def _font(size: int):
@@ -234,9 +244,7 @@ def heatmap_image(thumbnail: np.ndarray, downsample: float, rows: Sequence[dict]
     h, w = thumbnail.shape[:2]
     zoom = max(1, int(np.ceil(min_side / max(h, w, 1))))
     d = downsample / zoom
-    base = np.repeat(np.repeat(thumbnail, zoom, axis=0), zoom, axis=1).astype(np.float32)
-    color = np.zeros_like(base)
-    alpha = np.zeros((*base.shape[:2], 1), np.float32)
+    big = np.repeat(np.repeat(thumbnail, zoom, axis=0), zoom, axis=1) if zoom > 1 else thumbnail
     if isinstance(rows, TileTable):
         xs, ys, ws, hs = rows.x, rows.y, rows.size, rows.size
         cls, prob = rows.cls, rows.class_prob()
@@ -253,11 +261,23 @@ def heatmap_image(thumbnail: np.ndarray, downsample: float, rows: Sequence[dict]
     opacity = (0.25 + 0.5 * prob).astype(np.float32)
     counts = {c: int(n) for c, n in zip(class_names, np.bincount(cls, minlength=len(class_names)),
                                          strict=True)}
-    for x0, y0, x1, y1, k, a in zip(x0s.tolist(), y0s.tolist(), x1s.tolist(), y1s.tolist(),
-                                    cls.tolist(), opacity.tolist(), strict=True):
-        color[y0:y1, x0:x1] = palette[k]
-        alpha[y0:y1, x0:x1] = a
-    blended = (base * (1 - alpha) + color * alpha).round().astype(np.uint8)
+    # which tile each pixel shows (the last one painted over it; -1: none)
+    owner = np.full(big.shape[:2], -1, np.int32)
+    for i, (x0, y0, x1, y1) in enumerate(zip(x0s.tolist(), y0s.tolist(), x1s.tolist(), y1s.tolist(),
+                                             strict=True)):
+        owner[y0:y1, x0:x1] = i
+    # thumbnail x (1 - opacity) + colour x opacity in float32, the two factors taken per pixel from a
+    # row per tile and a last row (the one -1 takes) that keeps the thumbnail as it is; np.take over
+    # rows, not fancy indexing (about 4x slower)
+    keep = np.ones((len(cls) + 1, 3), np.float32)
+    add = np.zeros((len(cls) + 1, 3), np.float32)
+    keep[:-1] = (1 - opacity)[:, None]
+    add[:-1] = palette[cls] * opacity[:, None]
+    who = owner.ravel()
+    blended = big.astype(np.float32)
+    blended *= np.take(keep, who, axis=0).reshape(big.shape)
+    blended += np.take(add, who, axis=0).reshape(big.shape)
+    blended = np.rint(blended, out=blended).astype(np.uint8)
     font, pad, line = _font(14), 10, 22
     legend_w = 200
     top = line + pad if title else pad
@@ -278,10 +298,7 @@ def heatmap_image(thumbnail: np.ndarray, downsample: float, rows: Sequence[dict]
 def write_heatmap(path: str | Path, thumbnail: np.ndarray, downsample: float,
                   rows: Sequence[dict] | TileTable, class_names: Sequence[str], title: str = "") -> Path:
     """Writes :func:`heatmap_image` as a PNG."""
-    image = heatmap_image(thumbnail, downsample, rows, class_names, title)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)
-    return Path(path)
+    return _save_png(path, heatmap_image(thumbnail, downsample, rows, class_names, title))
 
 
 def write_summary(path: str | Path, summary: dict) -> Path:
