@@ -147,3 +147,19 @@ def test_heatmap_blends_each_pixel_with_the_last_tile_painted_over_it(tmp_path):
     np.testing.assert_array_equal(got[13:, 13:], thumb[13:, 13:])
     write_heatmap(tmp_path / "h.png", thumb, 16.0, rows, names)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "h.png")), np.asarray(image))
+
+
+def test_number_texts_are_those_of_repr():
+    """The tile table's texts of numbers (from one ``%.6g`` call) are ``repr`` of the rounded number,
+    over magnitudes from subnormal to huge, whole numbers, signed zeros and non-finite values."""
+    from ird_tf.evaluation.slide_report import _num, _rounded
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.random(2000), rng.random(500) * 1e-6, 10.0 ** rng.uniform(-320, 300, 3000),
+                             -rng.random(200), [0.0, -0.0, 1.0, 1e-7, 1e-4, 9.999995e-5, 999999.4, 999999.6,
+                                                1e6, 123456789.0, 1e16, 1e20, 5e-324, 2.2250738585072014e-308,
+                                                np.nan, np.inf, -np.inf]])
+    nums, texts = _rounded(values)
+    want = [_num(v) for v in values.tolist()]
+    assert [repr(v) for v in nums] == [repr(v) for v in want]
+    assert texts == [repr(v) for v in want]
