@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ird_tf.evaluation.slide_report import (
@@ -163,3 +164,18 @@ def test_number_texts_are_those_of_repr():
     want = [_num(v) for v in values.tolist()]
     assert [repr(v) for v in nums] == [repr(v) for v in want]
     assert texts == [repr(v) for v in want]
+
+
+def test_png_bytes_read_back_as_the_pixels():
+    import io
+
+    from ird_tf.evaluation.slide_report import png_bytes
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1), (1, 9), (7, 1), (33, 50), (5, 4, 3), (64, 3, 3), (1, 12, 3)]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = Image.open(io.BytesIO(png_bytes(pixels)))
+        assert image.mode == ("L" if len(shape) == 2 else "RGB")
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        png_bytes(np.zeros((4, 4, 4), np.uint8))
