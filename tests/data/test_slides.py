@@ -111,6 +111,18 @@ def test_tissue_detection_matches_the_truth(slide_path):
         assert 0.05 <= tissue.threshold < 0.5
 
 
+def test_tissue_opening_is_scipys_binary_opening():
+    from scipy import ndimage
+
+    from ird_tf.data.slides.tissue import open_cross
+
+    rng = np.random.default_rng(0)
+    for h, w in [(1, 1), (1, 7), (2, 5), (3, 3), (40, 1), (37, 52), (128, 96)]:
+        for density in (0.1, 0.5, 0.9):
+            mask = rng.random((h, w)) < density
+            np.testing.assert_array_equal(open_cross(mask), ndimage.binary_opening(mask))
+
+
 def test_otsu_splits_two_modes():
     v = np.concatenate([np.full(100, 0.02), np.full(100, 0.4)])
     assert 0.02 < otsu(v) <= 0.4

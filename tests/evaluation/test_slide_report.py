@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ird_tf.evaluation.slide_report import (
@@ -118,3 +119,63 @@ def test_tile_table_writes_the_bytes_of_the_rows(tmp_path):
     assert (tmp_path / "e.csv").read_bytes() == (tmp_path / "e_rows.csv").read_bytes()
     empty.write_geojson(tmp_path / "e.geojson")
     assert json.loads((tmp_path / "e.geojson").read_text()) == geojson([], names)
+
+
+def test_heatmap_blends_each_pixel_with_the_last_tile_painted_over_it(tmp_path):
+    """Each thumbnail pixel under a tile is thumbnail x (1 - a) + colour x a in float32, rounded,
+    a = 0.25 + 0.5 x the probability of the tile's class; where tiles overlap the later one shows;
+    pixels under no tile keep the thumbnail; the PNG reads back the same pixels."""
+    from ird_tf.evaluation.slide_report import class_colors, heatmap_image
+
+    names = ("NC", "G3", "G4", "G5")
+    rng = np.random.default_rng(1)
+    thumb = rng.integers(0, 255, (600, 600, 3), dtype=np.uint8)  # no zoom: thumbnail px = image px
+    tiles = [SimpleNamespace(x=v, y=v, size=128, tissue=1.0) for v in (0, 64)]
+    probs = np.array([[0.1, 0.7, 0.1, 0.1], [0.05, 0.05, 0.1, 0.8]], np.float32)
+    rows = tile_rows(tiles, probs, names, mpp=8.0, level=3)
+    image = heatmap_image(thumb, 16.0, rows, names)  # tiles of 8 thumbnail px, the second from (4, 4)
+    pad = 10
+    got = np.asarray(image)[pad:pad + 600, pad:pad + 600]
+    colors = class_colors(names)
+
+    def blend(pixel, cls, prob):
+        a = np.float32(0.25 + 0.5 * prob)
+        return np.rint(pixel.astype(np.float32) * (1 - a) + np.array(colors[cls], np.float32) * a)
+
+    np.testing.assert_array_equal(got[1, 1], blend(thumb[1, 1], "G3", 0.7))
+    np.testing.assert_array_equal(got[5, 5], blend(thumb[5, 5], "G5", 0.8))  # under both: the second
+    np.testing.assert_array_equal(got[11, 11], blend(thumb[11, 11], "G5", 0.8))
+    np.testing.assert_array_equal(got[13:, 13:], thumb[13:, 13:])
+    write_heatmap(tmp_path / "h.png", thumb, 16.0, rows, names)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "h.png")), np.asarray(image))
+
+
+def test_number_texts_are_those_of_repr():
+    """The tile table's texts of numbers (from one ``%.6g`` call) are ``repr`` of the rounded number,
+    over magnitudes from subnormal to huge, whole numbers, signed zeros and non-finite values."""
+    from ird_tf.evaluation.slide_report import _num, _rounded
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.random(2000), rng.random(500) * 1e-6, 10.0 ** rng.uniform(-320, 300, 3000),
+                             -rng.random(200), [0.0, -0.0, 1.0, 1e-7, 1e-4, 9.999995e-5, 999999.4, 999999.6,
+                                                1e6, 123456789.0, 1e16, 1e20, 5e-324, 2.2250738585072014e-308,
+                                                np.nan, np.inf, -np.inf]])
+    nums, texts = _rounded(values)
+    want = [_num(v) for v in values.tolist()]
+    assert [repr(v) for v in nums] == [repr(v) for v in want]
+    assert texts == [repr(v) for v in want]
+
+
+def test_png_bytes_read_back_as_the_pixels():
+    import io
+
+    from ird_tf.evaluation.slide_report import png_bytes
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1), (1, 9), (7, 1), (33, 50), (5, 4, 3), (64, 3, 3), (1, 12, 3)]:
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = Image.open(io.BytesIO(png_bytes(pixels)))
+        assert image.mode == ("L" if len(shape) == 2 else "RGB")
+        np.testing.assert_array_equal(np.asarray(image), pixels)
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        png_bytes(np.zeros((4, 4, 4), np.uint8))

@@ -54,8 +54,8 @@ def tile_grid(width: int, height: int, tile: float, overlap: float = 0.0, tissue
     xs, ys = np.round(cc * step).astype(np.int64), np.round(rr * step).astype(np.int64)
     frac = np.ones(xs.size) if tissue is None else tissue.fractions(xs, ys, side)
     keep = np.flatnonzero(frac >= min_tissue)
-    return [Tile(int(rr[i]), int(cc[i]), int(xs[i]), int(ys[i]), side, round(float(frac[i]), 4))
-            for i in keep]
+    return [Tile(r, c, x, y, side, round(f, 4)) for r, c, x, y, f in
+            zip(*(v[keep].tolist() for v in (rr, cc, xs, ys, np.asarray(frac, np.float64))), strict=True)]
 
 
 def iter_regions(slide: Slide, tiles: Sequence[Tile], plan: ReadPlan, side: int,

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ird_tf.data.slides.backends import Slide
 
@@ -43,8 +42,10 @@ class TissueMask:
         summed-area table (a grid of a gigapixel slide has ~10^6 positions)."""
         d = self.downsample
         h, w = self.mask.shape
-        table = np.zeros((h + 1, w + 1), np.int64)
-        table[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        table = np.zeros((h + 1, w + 1), np.int32)  # a mask has at most MAX_THUMB_SIDE² pixels
+        inner = table[1:, 1:]
+        np.cumsum(self.mask, axis=0, dtype=np.int32, out=inner)
+        np.cumsum(inner, axis=1, out=inner)
         x0 = np.clip(np.floor(np.asarray(xs) / d).astype(np.int64), 0, w)
         y0 = np.clip(np.floor(np.asarray(ys) / d).astype(np.int64), 0, h)
         x1r = np.ceil((np.asarray(xs) + size) / d).astype(np.int64)
@@ -104,14 +105,28 @@ def read_thumbnail(slide: Slide, level: int) -> tuple[np.ndarray, float]:
     return out, lv.downsample * k
 
 
+def open_cross(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_opening(mask)`` (the 3 x 3 cross, one iteration, nothing outside the
+    image) with numpy's shifted slices: the same pixels in a fraction of scipy's time."""
+    eroded = np.zeros_like(mask, dtype=bool)
+    eroded[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2]
+                          & mask[1:-1, 2:])
+    out = eroded.copy()
+    out[1:] |= eroded[:-1]
+    out[:-1] |= eroded[1:]
+    out[:, 1:] |= eroded[:, :-1]
+    out[:, :-1] |= eroded[:, 1:]
+    return out
+
+
 def detect_tissue(slide: Slide, mpp0: float, threshold: float | None = None) -> TissueMask:
     """The tissue mask of ``slide`` (level 0 at ``mpp0`` µm/px); ``threshold`` None: Otsu's."""
     thumb, downsample = read_thumbnail(slide, thumbnail_level(slide, mpp0))
     hi_lo = _channel_max_min(thumb)
     sat = saturation(thumb, hi_lo)
     thr = max(otsu(sat), MIN_THRESHOLD) if threshold is None else float(threshold)
-    mask = ndimage.binary_opening((sat > thr) & (hi_lo[0] > 30))
+    mask = open_cross((sat > thr) & (hi_lo[0] > 30))
     return TissueMask(mask, thumb, downsample, thr)
 
 
-__all__ = ["MIN_THRESHOLD", "THUMB_MPP", "TissueMask", "detect_tissue", "otsu", "saturation"]
+__all__ = ["MIN_THRESHOLD", "THUMB_MPP", "TissueMask", "detect_tissue", "open_cross", "otsu", "saturation"]
