@@ -38,19 +38,23 @@ SCORED = ("val",)  # the only split a tuning run is scored on
 FORMAT = 1
 
 
-def check_grid(grid: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+def _option(term: str) -> str:
+    return f"argument --grid-{term.replace('_', '-')}"
+
+
+def check_grid(grid: dict[str, tuple[float, ...]], where=_option) -> dict[str, tuple[float, ...]]:
     """The grid with sorted, distinct values; every value a number >= 0 and every term's values holding
-    0 (the candidate without that term). Errors name the option (``--grid-fm``)."""
+    0 (the candidate without that term). Errors name the setting: ``where(term)`` (by default the
+    command-line option, ``argument --grid-fm``)."""
     out = {}
     for name, values in grid.items():
-        option = f"--grid-{name.replace('_', '-')}"
         if name not in GRID_TERMS:
-            raise ConfigError(f"{option}: {term_spec(name).label} is not a distillation term; the grid varies "
-                              f"{list(GRID_TERMS)}")
+            raise ConfigError(f"{where(name)}: {term_spec(name).label} is not a distillation term; the grid "
+                              f"varies {list(GRID_TERMS)}")
         if not values or any(not math.isfinite(v) or v < 0 for v in values):
-            raise ConfigError(f"argument {option}: {list(values)}: expected numbers >= 0")
+            raise ConfigError(f"{where(name)}: {list(values)}: expected numbers >= 0")
         if 0 not in values:
-            raise ConfigError(f"argument {option}: {list(values)}: the grid must hold 0 (the candidate "
+            raise ConfigError(f"{where(name)}: {list(values)}: the grid must hold 0 (the candidate "
                               "without this term), so the student without it is always a candidate")
         out[name] = tuple(sorted(set(float(v) for v in values)))
     return out
