@@ -80,11 +80,12 @@ def _checked(args: argparse.Namespace, cfg):
 
 
 def _tune(args, cfg) -> int:
+    from ird_tf.experiments.study import prepare_run
     from ird_tf.runs.tuning import tune
 
     grid, cfg, name = _checked(args, cfg)
     strategy, splits = start(cfg, args, scored=SCORED)
-    path, _ = tune(cfg, splits, strategy, grid, name=name)
+    path, _ = tune(cfg, splits, strategy, grid, name=name, before_each=prepare_run)
     print((path / "tuning.md").read_text(), flush=True)
     print(f"distill with these weights: python -m ird_tf.experiments.distill ... --weights-from {path}",
           flush=True)

@@ -113,6 +113,9 @@ def choose(candidates: list[dict[str, Any]]) -> tuple[int, str]:
         return (_number(c["val"].get("kappa")), _number(c["val"].get("balanced_accuracy")),
                 -sum(1 for w in weights if w), -sum(weights))
 
+    def shown(x: float) -> str:
+        return f"{x:.4f}" if math.isfinite(x) else "undefined"
+
     order = sorted(range(len(candidates)), key=key, reverse=True)
     best = order[0]
     kappa, bal = key(best)[:2]
@@ -120,12 +123,13 @@ def choose(candidates: list[dict[str, Any]]) -> tuple[int, str]:
         return best, "the only candidate"
     runner_up = key(order[1])
     if kappa > runner_up[0]:
-        why = f"the highest validation kappa ({kappa:.4f})"
+        why = f"the highest validation kappa ({shown(kappa)})"
     elif bal > runner_up[1]:
-        why = f"tied on validation kappa ({kappa:.4f}); the highest validation balanced accuracy ({bal:.4f})"
+        why = (f"tied on validation kappa ({shown(kappa)}); the highest validation balanced accuracy "
+               f"({shown(bal)})")
     else:
-        why = (f"tied on validation kappa ({kappa:.4f}) and balanced accuracy ({bal:.4f}); the simpler "
-               "candidate (fewer, smaller distillation terms)")
+        why = (f"tied on validation kappa ({shown(kappa)}) and balanced accuracy ({shown(bal)}); the "
+               "simpler candidate (fewer, smaller distillation terms)")
     return best, why
 
 

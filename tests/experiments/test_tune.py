@@ -67,6 +67,8 @@ def test_choice_kappa_then_balanced_accuracy_then_the_simpler_candidate():
     # an undefined kappa never wins over a number
     index, _ = choose([candidate({}, math.nan, 0.9), candidate({"fm": 0.1}, -0.2, 0.1)])
     assert index == 1
+    index, reason = choose([candidate({"at": 1.0}, None, 0.5), candidate({}, math.nan, 0.5)])
+    assert index == 1 and "kappa (undefined)" in reason and "simpler" in reason
 
 
 def test_choice_reads_only_validation_scores():
