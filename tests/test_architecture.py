@@ -20,8 +20,8 @@ TF_FREE = ["ird_tf.errors", "ird_tf.faults", "ird_tf.files", "ird_tf.progress", 
            "ird_tf.config", "ird_tf.scoring", "ird_tf.data.view", "ird_tf.data.readers",
            "ird_tf.data.synthetic",
            "ird_tf.runs", "ird_tf.runs.identity", "ird_tf.runs.results", "ird_tf.runs.claims",
-           "ird_tf.experiments.cli", "ird_tf.experiments.study", "ird_tf.experiments.sweep",
-           "ird_tf.experiments.label_free"]
+           "ird_tf.runs.tuning", "ird_tf.experiments.cli", "ird_tf.experiments.tune",
+           "ird_tf.experiments.study", "ird_tf.experiments.sweep", "ird_tf.experiments.label_free"]
 
 
 def _modules() -> dict[str, Path]:

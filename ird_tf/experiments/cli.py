@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ird_tf.config import (
@@ -131,6 +131,10 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
         g = p.add_argument_group("loss terms (weight 0 switches a term off)")
         for t in TERMS:
             g.add_argument(f"--alpha-{t.name.replace('_', '-')}", type=float, help=t.help)
+        g.add_argument("--weights-from", metavar="TUNING_DIR",
+                       help="take the distillation term weights chosen on validation by python -m "
+                            "ird_tf.experiments.tune (its runs/tuning/<name> folder); it must have been "
+                            "tuned for the same magnifications, mode and data")
         g.add_argument("--at-norm", choices=AT_NORMS)
         g.add_argument("--at-distance", choices=AT_DISTANCES)
         g.add_argument("--at-weighting", choices=AT_WEIGHTINGS,
@@ -216,11 +220,30 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             raise ConfigError(f"--unlabeled trains without labels, so --alpha-ce must be 0 (got "
                               f"{cfg.loss.ce:g}); label-free terms: --alpha-kd, --alpha-fmap, --alpha-fm, "
                               "--alpha-at")
+    if values.get("weights_from"):
+        cfg = _tuned_weights(cfg, values)
     if values.get("at_first_order"):
         cfg.loss = replace(cfg.loss, at_second_order=False)
     if values.get("jit"):
         cfg.run = replace(cfg.run, jit=True)
     return cfg.validate()
+
+
+def _tuned_weights(cfg: ExperimentConfig, values: dict) -> ExperimentConfig:
+    """``cfg`` with the weights of a tuning record (``--weights-from``): the distillation terms' weights
+    chosen on validation; an explicit ``--alpha-`` of one of them contradicts it."""
+    from ird_tf.runs.tuning import GRID_TERMS, apply_record, read_record
+
+    given = [f"--alpha-{t.replace('_', '-')}" for t in GRID_TERMS if values.get(f"alpha_{t}") is not None]
+    if given:
+        raise ConfigError(f"argument --weights-from: the tuned record sets the distillation weights; leave "
+                          f"out {', '.join(given)}")
+    if values.get("unlabeled"):
+        raise ConfigError("argument --weights-from: weights are tuned with labels; --unlabeled trains "
+                          "without them")
+    cfg.validate()  # the settings the record is checked against
+    source = values["weights_from"]
+    return apply_record(cfg, read_record(source), source)
 
 
 def with_option(message: str, values: dict) -> str:
@@ -271,9 +294,12 @@ def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> i
         return 1
 
 
-def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None, *, student: bool = True):
+def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None, *, student: bool = True,
+          scored: tuple[str, ...] = ("val", "test")):
     """(strategy, splits): the runtime set up and the labelled splits loaded, said in one line, and every
-    input the command will read checked (:func:`ird_tf.runs.check_inputs`) before any work starts."""
+    input the command will read checked (:func:`ird_tf.runs.check_inputs`) before any work starts.
+    ``scored``: the splits the command scores (tuning: the validation split only; the test split's
+    images are then not checked either)."""
     from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     strategy = setup_runtime(cfg)
@@ -282,14 +308,18 @@ def start(cfg: ExperimentConfig, args: argparse.Namespace | None = None, *, stud
     say(f"data: {cfg.data.source}{fold}: {len(splits.train)} train / {len(splits.val)} val"
         f" / {len(splits.test)} test patches, classes {list(splits.class_names)}")
     check_inputs(cfg, splits, allow_empty_classes=bool(getattr(args, "allow_empty_classes", False)),
-                 student=student)
+                 student=student, scored=scored)
     return strategy, splits
 
 
-def parse(description: str, argv: Sequence[str] | None, *, student: bool = True
+def parse(description: str, argv: Sequence[str] | None, *, student: bool = True,
+          extra: Callable[[argparse.ArgumentParser], None] | None = None
           ) -> tuple[argparse.Namespace, ExperimentConfig]:
-    """Parses argv into (namespace, config); a bad setting exits with status 2 and a clear message."""
+    """Parses argv into (namespace, config); a bad setting exits with status 2 and a clear message.
+    ``extra`` adds a command's own options to the shared ones."""
     parser = build_parser(description, student=student)
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)

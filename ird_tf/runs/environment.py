@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
 from ird_tf.data.view import InputView
+from ird_tf.runs.results import SPLITS
 
 
 def setup_runtime(cfg: ExperimentConfig):
@@ -38,9 +39,10 @@ def load_splits(cfg: ExperimentConfig):
 
 
 def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow_empty_classes: bool = False,
-                 student: bool = True):
+                 student: bool = True, scored: tuple[str, ...] = SPLITS):
     """Every data source the run will read, checked before any run directory is made: each image of
-    the train, validation and test splits and, when ``unlabeled`` and ``data.unlabeled`` is set, of the
+    the train and validation splits, of the test split when ``scored`` holds it (tuning leaves it out:
+    its images are never opened) and, when ``unlabeled`` and ``data.unlabeled`` is set, of the
     unlabeled folder (decoded once; the verdicts are cached, so the datasets built later do not decode
     them again), a training image for every class, and the initial-weights files (of the Student too
     when ``student``). Raises :class:`DataError` naming the file, folder or class, or
@@ -51,7 +53,7 @@ def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow
     from ird_tf.errors import DataError
 
     d = cfg.data
-    tables = {"train": splits.train, "val": splits.val, "test": splits.test}
+    tables = {"train": splits.train, "val": splits.val, **({"test": splits.test} if "test" in scored else {})}
     unlabeled_table = read_unlabeled(d.unlabeled) if unlabeled and d.unlabeled else None
     if unlabeled_table is not None:
         tables["unlabeled"] = unlabeled_table
@@ -80,11 +82,13 @@ def check_inputs(cfg: ExperimentConfig, splits, *, unlabeled: bool = True, allow
     return unlabeled_table
 
 
-def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
-    """(train, val, test, steps_per_epoch) for a model reading ``view``: ``train`` is a function of the
-    batch to start at (``fit`` resumes the stream where the backup left it) giving the repeating
-    augmented, class-balanced training set; the evaluation sets are one pass in file order. ``train_table``
-    replaces the labelled training table (an unlabeled folder: the training batches carry no labels)."""
+def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None,
+             scored: tuple[str, ...] = SPLITS):
+    """(train, evaluation sets, steps_per_epoch) for a model reading ``view``: ``train`` is a function of
+    the batch to start at (``fit`` resumes the stream where the backup left it) giving the repeating
+    augmented, class-balanced training set; the evaluation sets (``{split: dataset}``, the validation
+    split and the others of ``scored``; a split left out is never opened) are one pass in file order.
+    ``train_table`` replaces the labelled training table (an unlabeled folder: the training batches carry no labels)."""
     from ird_tf.data.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
 
     d = cfg.data
@@ -97,9 +101,9 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
                                 class_balanced=d.class_balanced and labeled, jit=cfg.run.augment_jit,
                                 start_batch=start_batch, **common)
 
-    val = evaluation_dataset(splits.val, view, **common)
-    test = evaluation_dataset(splits.test, view, **common)
-    return train, val, test, steps_per_epoch(len(table), d.batch_size)
+    evaluation = {split: evaluation_dataset(getattr(splits, split), view, **common)
+                  for split in SPLITS if split == "val" or split in scored}
+    return train, evaluation, steps_per_epoch(len(table), d.batch_size)
 
 
 def calibration_dataset(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):

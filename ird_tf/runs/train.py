@@ -18,20 +18,22 @@ from ird_tf.runs.environment import calibration_dataset, datasets
 from ird_tf.runs.evaluate import evaluate
 from ird_tf.runs.export import export_student
 from ird_tf.runs.identity import student_dir, teacher_dir
-from ird_tf.runs.results import RunResult, mark_failed, write_result
+from ird_tf.runs.results import SPLITS, RunResult, mark_failed, write_result
 
 KINDS = ("distill", "alone")
 
 
-def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
-    """The teacher for these data, fold, backbone and seed: found on disk, or trained now (and said so)."""
+def run_teacher(cfg: ExperimentConfig, splits, strategy, *, scored: tuple[str, ...] = SPLITS) -> RunResult:
+    """The teacher for these data, fold, backbone and seed: found on disk, or trained now (and said so).
+    ``scored``: the splits it is scored on (always the validation split; tuning leaves out the test
+    split, never opened then); a run found without a split of ``scored`` is scored on it now."""
     run_dir = teacher_dir(cfg)
+    view = InputView.teacher(cfg.data)
     with run_claim(run_dir, cfg) as found:
         if found is not None:
             say(f"teacher found: {run_dir}")
-            return found
+            return _scored(cfg, splits, found, view, scored)
         say(f"no finished teacher at {run_dir}: training it first ({cfg.optim.teacher_epochs} epochs)")
-        view = InputView.teacher(cfg.data)
 
         def model(classifier):
             from ird_tf.training.supervised import Supervised
@@ -39,26 +41,28 @@ def run_teacher(cfg: ExperimentConfig, splits, strategy) -> RunResult:
             return Supervised(classifier, input_key=view.key, label_smoothing=cfg.loss.label_smoothing)
 
         return _train(cfg, splits, strategy, role="teacher", run_dir=run_dir, view=view,
-                      epochs=cfg.optim.teacher_epochs, weights=cfg.model.weights, wrap=model)
+                      epochs=cfg.optim.teacher_epochs, weights=cfg.model.weights, wrap=model, scored=scored)
 
 
 def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill",
-                export_base: Path | None = None) -> tuple[RunResult, RunResult | None]:
+                export_base: Path | None = None, scored: tuple[str, ...] = SPLITS
+                ) -> tuple[RunResult, RunResult | None]:
     """Trains the student at ``data.student_mag`` — ``kind="distill"`` from the teacher with the
     configured terms (label-free when ``data.unlabeled`` is set), ``kind="alone"`` with labels only —
-    and returns (student result, teacher result or None). Exports it when ``export_base`` is given."""
+    and returns (student result, teacher result or None). Exports it when ``export_base`` is given.
+    ``scored``: the splits teacher and student are scored on (see :func:`run_teacher`)."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {list(KINDS)}")
-    teacher = run_teacher(cfg, splits, strategy) if kind == "distill" else None
+    teacher = run_teacher(cfg, splits, strategy, scored=scored) if kind == "distill" else None
     run_dir = student_dir(cfg, kind)
+    d = cfg.data
+    view = InputView.student(d)
     with run_claim(run_dir, cfg) as found:
         if found is not None:
             say(f"student found: {run_dir}")
-            return found, teacher
-        d = cfg.data
+            return _scored(cfg, splits, found, view, scored), teacher
         what = "distilling" if kind == "distill" else "training alone"
         say(f"student {what} at {d.student_mag:g}x ({d.mode}): {run_dir}")
-        view = InputView.student(d)
         unlabeled = None
         if d.unlabeled and kind == "distill":
             from ird_tf.data.readers import read_unlabeled
@@ -77,13 +81,30 @@ def run_student(cfg: ExperimentConfig, splits, strategy, *, kind: str = "distill
         result = _train(cfg, splits, strategy, role=kind, run_dir=run_dir, view=view, epochs=cfg.optim.epochs,
                         weights=cfg.model.student_weights or cfg.model.weights, wrap=model,
                         train_table=unlabeled, export_base=export_base,
-                        attention_images=cfg.run.tensorboard_images)
+                        attention_images=cfg.run.tensorboard_images, scored=scored)
     return result, teacher
+
+
+def _scored(cfg: ExperimentConfig, splits, found: RunResult, view: InputView, scored: tuple[str, ...]
+            ) -> RunResult:
+    """A finished run, scored on the splits of ``scored`` other than validation (every run is scored on
+    it when trained) that it has no scores for (a run trained while tuning has validation scores only):
+    its best weights evaluated on them, ``result.json`` rewritten."""
+    missing = tuple(s for s in scored if s != "val" and s not in found.metrics)
+    if not missing:
+        return found
+    say(f"{found.run_dir}: scoring it on the {' and '.join(missing)} split (not scored when trained)")
+    _, evaluation, _ = datasets(cfg, splits, view, scored=missing)
+    classifier = load_classifier(cfg, view, len(splits.class_names), found.run_dir)
+    metrics = evaluate(classifier, {s: evaluation[s] for s in missing}, view, splits.class_names, found.run_dir)
+    result = RunResult(found.run_dir, {**found.metrics, **metrics}, found.seconds)
+    write_result(result)
+    return result
 
 
 def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, view: InputView, epochs: int,
            weights: str | None, wrap: Callable, train_table=None, export_base: Path | None = None,
-           attention_images: int = 0) -> RunResult:
+           attention_images: int = 0, scored: tuple[str, ...] = SPLITS) -> RunResult:
     """Builds the classifier on ``view``, wraps it in its training model (``wrap``), fits, scores (also
     into TensorBoard's HParams, as ``role``: teacher, distill or alone) and, with ``export_base``,
     exports it. Only the chief of a multi-worker run writes ``result.json`` and
@@ -96,7 +117,7 @@ def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path,
     try:
         return _fill(cfg, splits, strategy, role=role, run_dir=run_dir, own=own, start=start, view=view,
                      epochs=epochs, weights=weights, wrap=wrap, train_table=train_table,
-                     export_base=export_base, attention_images=attention_images)
+                     export_base=export_base, attention_images=attention_images, scored=scored)
     except Exception as e:
         mark_failed(own, e)
         raise
@@ -104,13 +125,14 @@ def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path,
 
 def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, own: Path, start: float,
           view: InputView, epochs: int, weights: str | None, wrap: Callable, train_table, export_base,
-          attention_images: int) -> RunResult:
+          attention_images: int, scored: tuple[str, ...]) -> RunResult:
     from ird_tf.training.board import run_hparams, write_hparams
     from ird_tf.training.loop import fit, make_optimizer
     from ird_tf.training.runtime import set_seed
 
     cfg.save(own / "config.yaml")
-    train, val, test, steps = datasets(cfg, splits, view, train_table=train_table)
+    train, evaluation, steps = datasets(cfg, splits, view, train_table=train_table, scored=scored)
+    val = evaluation["val"]
     num_classes = len(splits.class_names)
     # the model's initial weights follow from its seed alone, not from what this process did before
     # (a teacher trained or only loaded, other runs of a study): a rerun or a resumed run is the same run
@@ -124,7 +146,7 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
     fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
         val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
         class_names=splits.class_names, calibration_ds=calibration)
-    metrics = evaluate(classifier, {"val": val, "test": test}, view, splits.class_names, own)
+    metrics = evaluate(classifier, evaluation, view, splits.class_names, own)
     write_hparams(own / "tb", run_hparams(cfg, role), metrics, settings=cfg.to_dict())
     chief = own == run_dir
     if export_base is not None and chief:  # one export per run: the chief's

@@ -37,10 +37,15 @@ def prepare_run(cfg: ExperimentConfig) -> None:
     set_precision(cfg.run.precision)
 
 
-def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Callable[[str], None]
-            ) -> tuple[RunResult | None, bool, str | None]:
-    """Trains, resumes or reuses one planned run: ``(result, reused, failure)``. A diverged run is
-    reported as ``failure`` (the study goes on without it); any other error stops the study."""
+Trainer = Callable[[PlannedRun, object, object], RunResult]  # (run, splits, strategy) -> result
+
+
+def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Callable[[str], None],
+            trainers: dict[str, Trainer] | None = None) -> tuple[RunResult | None, bool, str | None]:
+    """Trains, resumes or reuses one planned run: ``(result, reused, failure)``. ``trainers``: a study's
+    own task for runs of some kinds (the sweep's ``tuned``); the others are teachers or students. A
+    diverged run is reported as ``failure`` (the study goes on without it); any other error stops the
+    study."""
     from ird_tf.runs import run_student, run_teacher
 
     found = read_result(p.run_dir) is not None
@@ -49,7 +54,9 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
     t0 = time.time()
     prepare_run(p.cfg)
     try:
-        if p.kind == "teacher":
+        if trainers and p.kind in trainers:
+            result = trainers[p.kind](p, splits, strategy)
+        elif p.kind == "teacher":
             result = run_teacher(p.cfg, splits, strategy)
         else:
             result, _ = run_student(p.cfg, splits, strategy, kind=p.kind)
@@ -64,7 +71,8 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
 
 
 def run_all(planned: Sequence[PlannedRun], splits, strategy, *, say: Callable[[str], None], start: float,
-            header: dict, after: Callable[[PlannedRun, bool, str], None]) -> dict:
+            header: dict, after: Callable[[PlannedRun, bool, str], None],
+            trainers: dict[str, Trainer] | None = None) -> dict:
     """Runs (or reuses) every planned run in order, counting them in ``header`` (``trained``,
     ``reused``, ``failed``) and calling ``after(run, reused, tag)`` after each one that finished."""
     header.setdefault("trained", 0)
@@ -72,7 +80,7 @@ def run_all(planned: Sequence[PlannedRun], splits, strategy, *, say: Callable[[s
     header.setdefault("failed", [])
     for i, p in enumerate(planned, 1):
         tag = f"{i}/{len(planned)} {p.label()}"
-        _, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say)
+        _, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say, trainers=trainers)
         if failure:
             header["failed"].append(failure)
             continue

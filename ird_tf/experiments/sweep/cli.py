@@ -15,6 +15,7 @@ The config file holds a complete experiment config (the ``ExperimentConfig`` sec
         fm: {loss: {ce: 1, fm: 0.1}}
         fm_at: {loss: {ce: 1, fm: 0.1, at: 10}}
         kd: {loss: {ce: 1, kd: 1}}
+        tuned: {kind: tuned, grid: {fm: [0, 0.1], at: [0, 1, 10]}}   # weights chosen on validation
       localisation: [alone, fm, fm_at]   # methods (and the teacher) scored on the lesion masks
       localisation_weighting: gradcam
       cost: null                         # images/s and FLOPs columns; null = in native mode only
@@ -23,6 +24,10 @@ A method's ``loss`` lists its term weights (terms it does not list are off) and 
 changes (``at_norm``, ``at_distance``, ``at_weighting``, ``at_classes``, ``kd_temperature`` ...); the
 other options come from the file's ``loss:`` section, whose term weights are not used. The sweep sets
 ``data.student_mag``, ``data.mode`` and ``run.seed`` of each run; everything else is the file's.
+A ``tuned`` method (``grid`` optional: tune's default FM {0, 0.1} x AT+ {0, 1, 10}; each list holds 0)
+chooses its weights per seed and magnification on the validation split, as ``python -m
+ird_tf.experiments.tune`` does (the same candidates and record, under ``runs/tuning/``); its row gives
+the chosen candidate's test scores, and the table lists each choice.
 
 Each run lives in the run directory the ``distill`` command would use for the same settings, so
 finished runs are reused (by this sweep, another sweep file, or ``distill`` itself) and a killed run

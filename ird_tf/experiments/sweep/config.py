@@ -21,11 +21,12 @@ from ird_tf.config import (
     ExperimentConfig,
     LossConfig,
 )
-from ird_tf.experiments.study import build_section, load_study_file, save_study_file
+from ird_tf.experiments.study import as_numbers, build_section, load_study_file, save_study_file
+from ird_tf.runs.tuning import DEFAULT_GRID, GRID_TERMS, check_grid
 from ird_tf.terms import TERM_NAMES, term_spec
 
 DEFAULT_MAGNIFICATIONS = (5.0, 2.5, 1.25, 0.625)
-KINDS = ("distill", "alone")
+KINDS = ("distill", "alone", "tuned")
 LOCALISED_BY_DEFAULT = ("alone", "fm", "fm_at")
 LOSS_FIELDS = tuple(f.name for f in fields(LossConfig))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -46,8 +47,10 @@ def student_backbone_for(value: str | None, backbone: str, factor: float) -> str
 
 @dataclass
 class Method:
-    """How one student is trained: ``kind`` distill (from the teacher) or alone (labels only), and its
-    loss term weights and options (see the module docstring)."""
+    """How one student is trained: ``kind`` distill (from the teacher), alone (labels only) or tuned
+    (distilled with the weights chosen on the validation split from ``grid``, per seed and
+    magnification: ``python -m ird_tf.experiments.tune``), and its loss term weights and options (see
+    the module docstring)."""
 
     kind: str = "distill"
     loss: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +58,8 @@ class Method:
     # or keep-grid: <backbone>_keep<log2 factor>, the Teacher's feature grid)
     mode: str | None = None
     student_backbone: str | None = None
+    # kind tuned: the weights tried per distillation term (None: tune's default grid)
+    grid: dict[str, tuple[float, ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "loss": dict(self.loss)}
@@ -62,14 +67,27 @@ class Method:
             d["mode"] = self.mode
         if self.student_backbone is not None:
             d["student_backbone"] = self.student_backbone
+        if self.grid is not None:
+            d["grid"] = {k: [float(v) for v in vs] for k, vs in self.grid.items()}
         return d
 
+    @property
+    def tuning_grid(self) -> dict[str, tuple[float, ...]]:
+        """The grid of a tuned method (checked; tune's default when not given)."""
+        return check_grid(dict(DEFAULT_GRID) if self.grid is None else dict(self.grid))
+
     def loss_config(self, base: LossConfig) -> LossConfig:
-        """``base``'s options with this method's terms (all others off) and option changes."""
+        """``base``'s options with this method's terms (all others off) and option changes; a tuned
+        method's: CE 1 and no distillation term (each candidate of its grid adds its own)."""
         terms = {t: 0.0 for t in TERM_NAMES}
-        if self.kind == "alone":
+        if self.kind in ("alone", "tuned"):
             terms["ce"] = 1.0
         return replace(base, **{**terms, **self.loss})
+
+
+def builtin_methods() -> dict[str, Method]:
+    """The methods a sweep file may name in a list: the default ones and ``tuned`` (tune's default grid)."""
+    return {**default_methods(), "tuned": Method("tuned")}
 
 
 def default_methods() -> dict[str, Method]:
@@ -142,6 +160,8 @@ class SweepConfig:
                                   "_ . + -; 'teacher' is reserved)")
             try:
                 method.loss_config(base.loss).validate()
+                if method.kind == "tuned":
+                    method.tuning_grid  # noqa: B018 (checked)
             except ConfigError as e:
                 raise ConfigError(f"sweep.methods.{name}: {e}") from e
         missing = [m for m in self.localised if m not in self.methods]
@@ -174,8 +194,9 @@ def loss_settings(key: str, value: Any) -> dict[str, Any]:
 
 
 def parse_methods(value: Any) -> dict[str, Method]:
-    """``{name: {kind, loss}}``, or a list of built-in method names (alone, fm, fm_at, kd)."""
-    builtin = default_methods()
+    """``{name: {kind, loss, mode, student_backbone, grid}}``, or a list of built-in method names
+    (alone, fm, fm_at, kd, tuned)."""
+    builtin = builtin_methods()
     if isinstance(value, list):
         unknown = [n for n in value if n not in builtin]
         if unknown:
@@ -190,10 +211,10 @@ def parse_methods(value: Any) -> dict[str, Method]:
         spec = {} if spec is None else spec
         if not isinstance(spec, dict):
             raise ConfigError(f"{key}={spec!r}: expected a mapping with 'kind' and/or 'loss'")
-        unknown = sorted(set(spec) - {"kind", "loss", "mode", "student_backbone"})
+        unknown = sorted(set(spec) - {"kind", "loss", "mode", "student_backbone", "grid"})
         if unknown:
             raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in unknown]}; "
-                              "known: ['kind', 'loss', 'mode', 'student_backbone']")
+                              "known: ['kind', 'loss', 'mode', 'student_backbone', 'grid']")
         kind = spec.get("kind", "distill")
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind={kind!r} is not accepted; expected one of {list(KINDS)}")
@@ -204,14 +225,34 @@ def parse_methods(value: Any) -> dict[str, Method]:
                               f"teacher terms {terms}")
         if kind == "alone" and "ce" in loss:
             raise ConfigError(f"{key}.loss.ce: kind 'alone' always has ce = 1")
+        grid = _grid(f"{key}.grid", spec.get("grid"), kind)
+        if kind == "tuned" and terms:
+            raise ConfigError(f"{key}.loss: kind 'tuned' takes the distillation weights from {key}.grid; "
+                              f"leave out {terms}")
         mode, backbone = spec.get("mode"), spec.get("student_backbone")
         if mode is not None and mode not in MODES:
             raise ConfigError(f"{key}.mode={mode!r} is not accepted; expected one of {list(MODES)}")
         if backbone is not None and backbone not in (*BACKBONES, KEEP_GRID):
             raise ConfigError(f"{key}.student_backbone={backbone!r} is not accepted; expected one of "
                               f"{[*BACKBONES, KEEP_GRID]}")
-        out[str(name)] = Method(kind, dict(loss), mode, backbone)
+        out[str(name)] = Method(kind, dict(loss), mode, backbone, grid)
     return out
+
+
+def _grid(key: str, value: Any, kind: str) -> dict[str, tuple[float, ...]] | None:
+    """A tuned method's grid: ``{term: [weights]}`` over the distillation terms, each holding 0."""
+    if value is None:
+        return None
+    if kind != "tuned":
+        raise ConfigError(f"{key}: only kind 'tuned' has a grid")
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{key}={value!r}: expected a mapping term -> list of weights, e.g. "
+                          "{fm: [0, 0.1], at: [0, 1, 10]}")
+    bad = sorted(set(value) - set(GRID_TERMS))
+    if bad:
+        raise ConfigError(f"{key}: {bad} are not distillation terms; known: {list(GRID_TERMS)}")
+    grid = {t: as_numbers(f"{key}.{t}", v) for t, v in value.items()}
+    return check_grid(grid, where=lambda t: f"{key}.{t}")
 
 
 def load_sweep(path: str | Path) -> tuple[ExperimentConfig, SweepConfig]:
@@ -249,6 +290,10 @@ def describe(method: Method, base: LossConfig) -> str:
     """``CE + 0.1 FM + 10 AT+ (AT: minmax norm, l2 distance, ...)`` — for the table header."""
     if method.kind == "alone":
         return "student trained alone, CE only"
+    if method.kind == "tuned":
+        grid = " x ".join(f"{term_spec(t).label} {{{', '.join(f'{v:g}' for v in vs)}}}"
+                          for t, vs in method.tuning_grid.items())
+        return f"CE + weights chosen on the validation split per seed and magnification from {grid}"
     loss = method.loss_config(base)
     labels = {t: term_spec(t).label for t in loss.weights()}
     parts = [(labels[t] if w == 1 else f"{w:g} {labels[t]}") for t, w in loss.weights().items()]

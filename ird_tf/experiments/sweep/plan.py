@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ird_tf.config import ExperimentConfig
-from ird_tf.experiments.sweep.config import SweepConfig, run_config, teacher_config
+from ird_tf.errors import ConfigError
+from ird_tf.experiments.sweep.config import Method, SweepConfig, run_config, teacher_config
 from ird_tf.runs import student_dir, teacher_dir
+from ird_tf.runs.tuning import candidate_config, read_record, tuning_dir
 
 
 @dataclass(frozen=True)
@@ -37,5 +39,30 @@ def plan(base: ExperimentConfig, sweep: SweepConfig) -> list[Planned]:
         for mag in sweep.magnifications:
             for name, method in sweep.methods.items():
                 cfg = run_config(base, sweep, mag, name, seed)
-                out.append(Planned(name, method.kind, float(mag), seed, cfg, student_dir(cfg, method.kind)))
+                if method.kind == "tuned":
+                    cfg, run_dir = tuned_run(cfg, method)
+                else:
+                    run_dir = student_dir(cfg, method.kind)
+                out.append(Planned(name, method.kind, float(mag), seed, cfg, run_dir))
     return out
+
+
+def tuning_folder(cfg: ExperimentConfig, method: Method) -> Path:
+    """Where a tuned method's record lives for ``cfg`` (the one ``python -m ird_tf.experiments.tune``
+    writes for the same settings and grid)."""
+    return tuning_dir(cfg, method.tuning_grid)
+
+
+def tuned_run(cfg: ExperimentConfig, method: Method) -> tuple[ExperimentConfig, Path]:
+    """A tuned method's run: once its choice is recorded, the chosen candidate's config and run
+    directory; before, the config without distillation terms and the tuning folder (no
+    ``result.json``: pending)."""
+    folder = tuning_folder(cfg, method)
+    if not (folder / "tuning.json").is_file():
+        return cfg, folder
+    try:
+        record = read_record(folder, option=str(folder))
+    except ConfigError:
+        return cfg, folder
+    chosen = candidate_config(cfg, record["choice"]["weights"])
+    return chosen, student_dir(chosen, "distill")

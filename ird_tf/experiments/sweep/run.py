@@ -10,7 +10,7 @@ from pathlib import Path
 from ird_tf.config import ExperimentConfig
 from ird_tf.data.view import InputView
 from ird_tf.experiments import study
-from ird_tf.experiments.sweep.config import SweepConfig, localisation_key
+from ird_tf.experiments.sweep.config import SweepConfig, localisation_key, run_config
 from ird_tf.experiments.sweep.plan import Planned, plan
 from ird_tf.experiments.sweep.tables import write_tables
 from ird_tf.progress import say as _say
@@ -67,6 +67,26 @@ def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) 
     return out
 
 
+def tuned_trainer(base: ExperimentConfig, sweep: SweepConfig):
+    """The task of a ``tuned`` run: its grid tuned on the validation split (the candidates trained or
+    reused, scored on validation only; the record shared with ``python -m ird_tf.experiments.tune``),
+    then the chosen candidate scored on the test split, after the choice."""
+
+    def train(p: Planned, splits, strategy):
+        from ird_tf.runs import run_student
+        from ird_tf.runs.tuning import candidate_config, tune
+
+        method = sweep.methods[p.method]
+        cfg = run_config(base, sweep, p.mag, p.method, p.seed)
+        _, record = tune(cfg, splits, strategy, method.tuning_grid, before_each=study.prepare_run)
+        chosen = candidate_config(cfg, record["choice"]["weights"])
+        study.prepare_run(chosen)
+        result, _ = run_student(chosen, splits, strategy)
+        return result
+
+    return train
+
+
 def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
     """Runs (or reuses) every planned run and rewrites the tables after each; 0 when all finished."""
@@ -87,6 +107,9 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
     header = dict(command=command, commit=study.git_commit(), start=start)
 
     def after(p: Planned, _reused: bool, tag: str) -> None:
+        nonlocal planned
+        planned = plan(base, sweep)  # a tuned run's directory is known once its choice is recorded
+        p = planned[planned.index(p)]
         if sweep.localised and p.method in (*sweep.localised, "teacher"):
             scores, cached = localise(p, splits, sweep)
             if not cached:
@@ -94,7 +117,8 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
                     f"{scores['pointing_game']:.3f} (n={scores['n']})")
         write_tables(base, sweep, planned, results_dir, out_name, header, costs)
 
-    study.run_all(planned, splits, strategy, say=say, start=start, header=header, after=after)
+    study.run_all(list(planned), splits, strategy, say=say, start=start, header=header, after=after,
+                  trainers={"tuned": tuned_trainer(base, sweep)})
     md, _ = write_tables(base, sweep, planned, results_dir, out_name, header, costs)
     say(f"finished in {study.fmt_time(time.time() - start)}: {header['trained']} trained, "
         f"{header['reused']} reused, {len(header['failed'])} failed; table {md}")

@@ -62,6 +62,22 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
     return records
 
 
+def tuned_choices(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned]) -> list[str]:
+    """``2.5x tuned seed 22: 0.1 FM + 1 AT+`` for every tuned run whose choice is recorded."""
+    from ird_tf.experiments.sweep.config import run_config
+    from ird_tf.experiments.sweep.plan import tuning_folder
+    from ird_tf.runs.tuning import read_record
+
+    out = []
+    for p in planned:
+        if p.kind != "tuned":
+            continue
+        folder = tuning_folder(run_config(base, sweep, p.mag, p.method, p.seed), sweep.methods[p.method])
+        if (folder / "tuning.json").is_file():
+            out.append(f"{p.label()}: {read_record(folder, option=str(folder))['choice']['label']}")
+    return out
+
+
 _METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"),
             ("energy_inside", "energy in lesion"), ("pointing_game", "pointing game"))
 
@@ -108,6 +124,10 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         lines.append("- Cost: inference images/s (batch 32, compiled call, this machine, measured in the "
                      "sweep process) and FLOPs per image (2 x multiply-adds of the Conv/Dense layers)"
                      + ("; images/s b1: the same at batch 1; params: parameters" if mixed else ""))
+    choices = tuned_choices(base, sweep, planned)
+    if choices:
+        lines.append("- Weights chosen on the validation split (tuned methods; records under "
+                     f"{Path(base.run.output_dir) / 'tuning'}): " + "; ".join(choices))
     if header.get("failed"):
         lines.append("- FAILED runs: " + "; ".join(header["failed"]))
     # studies whose methods differ in mode or backbone get those columns, batch-1 images/s and parameters
