@@ -15,24 +15,17 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hp_metadata
+from tiny import tiny_experiment
 
-from ird_tf.config import ExperimentConfig, SyntheticConfig
+from ird_tf.config import ExperimentConfig
 
 pytestmark = pytest.mark.large
 
 
 def tiny_config(tmp_path: Path, epochs: int = 2) -> Path:
-    """A synthetic dataset of 48 patches of 64 px and vgg_tiny: seconds per epoch."""
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=6, patch_size=64)
-    cfg.data.image_size = 64
-    cfg.data.batch_size = 8
-    cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.optim.epochs = epochs
-    cfg.optim.teacher_epochs = 2
-    cfg.run.output_dir = str(tmp_path / "runs")
-    cfg.run.tensorboard_images = 2
-    return cfg.save(tmp_path / "tiny.yaml")
+    """48 patches of 64 px and vgg_tiny: seconds per epoch."""
+    return tiny_experiment(tmp_path, size=64, per_slide=6, epochs=epochs, teacher_epochs=2,
+                           board_images=2).save(tmp_path / "tiny.yaml")
 
 
 def command(config: Path, *extra: str) -> list[str]:

@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny import tiny_experiment
 
-from ird_tf.config import ExperimentConfig, SyntheticConfig
+from ird_tf.config import ExperimentConfig
 from ird_tf.errors import ConfigError
 from ird_tf.experiments import distill, tune
 from ird_tf.runs.tuning import (
@@ -26,13 +27,7 @@ from ird_tf.runs.tuning import (
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    """32 patches of 32 px, vgg_tiny, one epoch: seconds per run."""
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=4, patch_size=32)
-    cfg.data.image_size, cfg.data.batch_size, cfg.data.cache_dir = 32, 8, str(tmp_path / "cache")
-    cfg.optim.epochs = cfg.optim.teacher_epochs = 1
-    cfg.run.output_dir, cfg.run.tensorboard_images, cfg.run.verbose = str(tmp_path / "runs"), 0, 0
-    return cfg.validate().save(tmp_path / "tiny.yaml")
+    return tiny_experiment(tmp_path, verbose=0).validate().save(tmp_path / "tiny.yaml")
 
 
 def candidate(weights: dict, kappa, bal) -> dict:

@@ -9,20 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from ird_tf.config import ExperimentConfig, SyntheticConfig
+from tiny import tiny_experiment
 
 pytestmark = pytest.mark.faults
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=4, patch_size=32)
-    cfg.data.image_size, cfg.data.batch_size = 32, 8
-    cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.optim.epochs = cfg.optim.teacher_epochs = 1
-    cfg.run.output_dir = str(tmp_path / "runs")
-    return cfg.save(tmp_path / "tiny.yaml")
+    return tiny_experiment(tmp_path, board_images=4).save(tmp_path / "tiny.yaml")
 
 
 def _png(path: Path, value: int = 0) -> None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tiny import tiny_experiment
 
-from ird_tf.config import ExperimentConfig, SyntheticConfig
 from ird_tf.files import stray_temporaries
 
 pytestmark = pytest.mark.faults
@@ -69,16 +69,7 @@ SLIDE_STEP = Step("in the middle of the second slide", "slide-batch:s1@3")
 
 
 def tiny_config(tmp_path: Path) -> Path:
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=4, patch_size=32)
-    cfg.data.image_size = 32
-    cfg.data.batch_size = 8
-    cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.optim.epochs = EPOCHS
-    cfg.optim.teacher_epochs = EPOCHS
-    cfg.run.output_dir = str(tmp_path / "runs")
-    cfg.run.tensorboard_images = 0
-    return cfg.save(tmp_path / "tiny.yaml")
+    return tiny_experiment(tmp_path, epochs=EPOCHS).save(tmp_path / "tiny.yaml")
 
 
 def run(cwd: Path, argv: list[str], step: Step | None = None) -> subprocess.CompletedProcess:

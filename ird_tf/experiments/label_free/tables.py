@@ -122,14 +122,8 @@ def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: li
             row[label] = r["summary"].get(k)
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
-    paired_md, panels = paired(records)
-    if paired_md:
-        md += "\n" + paired_md
-    if panels:
-        from ird_tf.evaluation.paired import plot_paired
-
-        plot_paired(results_dir / f"{out_name}_paired.png", panels,
-                    title=f"Label-free distillation `{settings.name}`: paired differences per magnification")
+    md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png",
+                          f"Label-free distillation `{settings.name}`: paired differences per magnification")
 
     buf = io.StringIO()
     buf.write(study.csv_preamble(header, recorded_seconds=recorded, labeled_train_images=n_train,

@@ -13,6 +13,7 @@ from ird_tf.experiments.study.cli import (
 )
 from ird_tf.experiments.study.execute import PlannedRun, execute, prepare_run, run_all
 from ird_tf.experiments.study.report import (
+    add_paired,
     common_lines,
     csv_preamble,
     fmt_time,
@@ -33,7 +34,8 @@ from ird_tf.experiments.study.values import (
 )
 
 __all__ = [
-    "PlannedRun", "RESULTS_DIR", "StudyCommand", "as_integer", "as_integers", "as_list", "as_number",
+    "PlannedRun", "RESULTS_DIR", "StudyCommand", "add_paired", "as_integer", "as_integers", "as_list",
+    "as_number",
     "as_numbers", "build_parser", "build_section", "common_lines", "csv_preamble", "execute", "fmt_time",
     "git_commit", "load_study_file", "main", "nan_if_none", "paired_section", "prepare_run", "print_dry_run",
     "resolve", "run_all", "save_study_file", "select_seeds", "stat_cell", "write_outputs",

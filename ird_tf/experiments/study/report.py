@@ -112,6 +112,19 @@ def paired_section(groups: list[tuple[str, dict[str, dict], dict | None]], *,
     return "\n".join(lines) + "\n", {k: v for k, v in panels.items() if v}
 
 
+def add_paired(md: str, paired: tuple[str, dict], figure: Path, title: str) -> str:
+    """A study table's Markdown followed by its paired section (:func:`paired_section`'s result), and
+    the paired figure written to ``figure`` when there are panels."""
+    paired_md, panels = paired
+    if paired_md:
+        md += "\n" + paired_md
+    if panels:
+        from ird_tf.evaluation.paired import plot_paired
+
+        plot_paired(figure, panels, title=title)
+    return md
+
+
 def write_outputs(results_dir: Path, out_name: str, texts: dict[str, str]) -> list[Path]:
     """``<results_dir>/<out_name><ext>`` for each ``ext -> text``, each replaced atomically."""
     return [write_text(results_dir / f"{out_name}{ext}", text) for ext, text in texts.items()]

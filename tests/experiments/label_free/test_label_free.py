@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from tiny import tiny_experiment
 
-from ird_tf.config import ConfigError, ExperimentConfig, SyntheticConfig
+from ird_tf.config import ConfigError, ExperimentConfig
 from ird_tf.data.readers import read_unlabeled, slide_id
 from ird_tf.errors import DataError
 from ird_tf.experiments import label_free, sweep
@@ -29,17 +30,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "experiments" / "configs"
 
 def tiny_base(tmp_path: Path) -> ExperimentConfig:
     """48 patches of 64 px (24 in the Val1 training split), vgg_tiny, one epoch: seconds per run."""
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=6, patch_size=64)
-    cfg.data.image_size = 64
-    cfg.data.batch_size = 8
-    cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.optim.epochs = 1
-    cfg.optim.teacher_epochs = 1
-    cfg.run.output_dir = str(tmp_path / "runs")
-    cfg.run.tensorboard_images = 0
-    cfg.run.verbose = 0
-    return cfg
+    return tiny_experiment(tmp_path, size=64, per_slide=6, verbose=0)
 
 
 def tiny_study(**kw) -> LabelFreeConfig:

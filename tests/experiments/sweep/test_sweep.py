@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tiny import tiny_experiment
 
-from ird_tf.config import ConfigError, ExperimentConfig, LossConfig, SyntheticConfig
+from ird_tf.config import ConfigError, ExperimentConfig, LossConfig
 from ird_tf.experiments import figure_attention, sweep
 from ird_tf.experiments.sweep import Method, SweepConfig, default_methods, load_sweep, plan, save_sweep
 
@@ -24,17 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "experiments" / "configs"
 
 def tiny_base(tmp_path: Path) -> ExperimentConfig:
     """48 patches of 64 px, vgg_tiny, one epoch each: seconds per run."""
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=6, patch_size=64)
-    cfg.data.image_size = 64
-    cfg.data.batch_size = 8
-    cfg.data.cache_dir = str(tmp_path / "cache")
-    cfg.optim.epochs = 1
-    cfg.optim.teacher_epochs = 1
-    cfg.run.output_dir = str(tmp_path / "runs")
-    cfg.run.tensorboard_images = 0
-    cfg.run.verbose = 0
-    return cfg
+    return tiny_experiment(tmp_path, size=64, per_slide=6, verbose=0)
 
 
 def tiny_sweep() -> SweepConfig:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import tiny_experiment
 
-from ird_tf.config import ExperimentConfig, SyntheticConfig
+from ird_tf.config import ExperimentConfig
 from ird_tf.experiments.sweep import (
     Method,
     SweepConfig,
@@ -25,13 +26,7 @@ from ird_tf.runs import read_result
 
 
 def tiny_base(tmp_path: Path) -> ExperimentConfig:
-    """32 patches of 32 px, vgg_tiny, one epoch each: seconds per run."""
-    cfg = ExperimentConfig()
-    cfg.data.synthetic = SyntheticConfig(patients=8, slides_per_patient=1, patches_per_slide=4, patch_size=32)
-    cfg.data.image_size, cfg.data.batch_size, cfg.data.cache_dir = 32, 8, str(tmp_path / "cache")
-    cfg.optim.epochs = cfg.optim.teacher_epochs = 1
-    cfg.run.output_dir, cfg.run.tensorboard_images, cfg.run.verbose = str(tmp_path / "runs"), 0, 0
-    return cfg
+    return tiny_experiment(tmp_path, verbose=0)
 
 
 def tiny_sweep() -> SweepConfig:
