@@ -27,6 +27,14 @@ def test_results_table_rows_are_those_of_the_sweep_file():
     assert not missing, f"README rows not in experiments/results/sweep_cpu.md: {missing}"
 
 
+def test_paired_table_rows_are_those_of_the_paired_sweep_file():
+    rows = _table_rows(_section("### With the current recipe: five seeds, paired"))
+    sweep_rows = set(_table_rows((RESULTS / "sweep_paired_cpu.md").read_text(encoding="utf-8")))
+    assert len(rows) >= 14, "the README lost its paired tables"
+    missing = [r for r in rows if r not in sweep_rows]
+    assert not missing, f"README rows not in experiments/results/sweep_paired_cpu.md: {missing}"
+
+
 # README benchmark row (its first words) -> the JSON values its figure column shows, in order
 BENCHMARK_ROWS = {
     "distiller CE + FM + AT+ (all classes) train step, VGG16": [
