@@ -265,14 +265,21 @@ def with_option(message: str, values: dict) -> str:
 _OPTION_NAMES = {"skip_corrupt=True": "--skip-corrupt", "skip_missing=True": "--skip-missing"}
 
 
-def for_command_line(message: str) -> str:
-    """A library message in the words of the command line (``--skip-corrupt``, not ``skip_corrupt=True``)."""
-    for python, option in _OPTION_NAMES.items():
+#: the same for the study commands, whose settings come from the study file
+STUDY_FILE_NAMES = {"skip_corrupt=True": "data.skip_corrupt: true in the study file",
+                    "skip_missing=True": "data.skip_missing: true in the study file"}
+
+
+def for_command_line(message: str, names: dict[str, str] | None = None) -> str:
+    """A library message in the words of the command line (``--skip-corrupt``, not ``skip_corrupt=True``;
+    ``names``: another table, e.g. :data:`STUDY_FILE_NAMES`)."""
+    for python, option in (names or _OPTION_NAMES).items():
         message = message.replace(python, option)
     return message
 
 
-def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig, *,
+                names: dict[str, str] | None = None) -> int:
     """Runs a command's body; a user's mistake ends it with a one-line message instead of a traceback: a
     setting found wrong only at work time (initial weights that do not fit the model) with exit status 2,
     a data error, a diverged run or a file that cannot be written (a full disk) with exit status 1.
@@ -280,10 +287,11 @@ def run_command(main_body, args: argparse.Namespace, cfg: ExperimentConfig) -> i
     try:
         return main_body(args, cfg)
     except ConfigError as e:
-        print(f"error: {for_command_line(with_option(str(e), vars(args)))}", file=sys.stderr, flush=True)
+        print(f"error: {for_command_line(with_option(str(e), vars(args)), names)}", file=sys.stderr,
+              flush=True)
         return 2
     except (DataError, TrainingDiverged) as e:
-        print(f"error: {for_command_line(str(e))}", file=sys.stderr, flush=True)
+        print(f"error: {for_command_line(str(e), names)}", file=sys.stderr, flush=True)
         return 1
     except OSError as e:
         if e.errno is None:

@@ -137,7 +137,10 @@ def main(cmd: StudyCommand, doc: str, argv: Sequence[str] | None, *,
     if args.dry_run:
         return dry_run(base, study)
     command = f"python -m ird_tf.experiments.{cmd.module} " + shlex.join(argv)
-    return run(base, study, command, Path(args.results_dir), out_name)
+    from ird_tf.experiments.cli import STUDY_FILE_NAMES, run_command  # a mistake found at work: one line
+
+    return run_command(lambda _args, cfg: run(cfg, study, command, Path(args.results_dir), out_name),
+                       args, base, names=STUDY_FILE_NAMES)
 
 
 def csv_plot_command(prog: str, doc: str, plot: Callable[[str, str | None], Path],

@@ -107,6 +107,23 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
                      r"\(runs/students/2\.5x_[a-z]+_alone_s22_vgg16_", capsys.readouterr().err)
 
 
+def test_a_bad_image_stops_the_sweep_before_its_first_run_in_one_line(tmp_path, monkeypatch, capsys):
+    from ird_tf.data.synthetic import ensure_dataset
+
+    base = tiny_base(tmp_path)
+    root = ensure_dataset(base.data.cache_dir, base.data.synthetic, progress=False)
+    broken = sorted((root / "images").iterdir())[0]
+    broken.write_bytes(b"\xff\xd8\xff\xe0 a truncated JPEG")
+    config = save_sweep(tmp_path / "tiny.yaml", base, tiny_sweep())
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and broken.name in err, err
+    assert "data.skip_corrupt: true in the study file" in err, err  # the study commands have no option
+    assert not (tmp_path / "runs").exists() or not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+
+
 def test_sweep_file_round_trip(tmp_path):
     base = tiny_base(tmp_path)
     s = replace(tiny_sweep(), localisation=("fm_at",), localisation_weighting="positive", cost=True,
