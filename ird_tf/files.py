@@ -69,10 +69,17 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def write_figure(path: str | Path, fig: Any, **savefig: Any) -> Path:
+    """A Matplotlib figure saved as PNG to ``path`` atomically (``savefig`` options such as ``dpi``)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig)
+    return Path(path)
+
+
 def stray_temporaries(folder: str | Path) -> list[Path]:
     """Temporary files that a killed writer left below ``folder`` (none after a clean run)."""
     return sorted(p for p in Path(folder).rglob(f"{TMP_PREFIX}*") if p.is_file())
 
 
-__all__ = ["TMP_PREFIX", "atomic_path", "process_alive", "stray_temporaries", "write_bytes", "write_json",
-           "write_text"]
+__all__ = ["TMP_PREFIX", "atomic_path", "process_alive", "stray_temporaries", "write_bytes", "write_figure",
+           "write_json", "write_text"]

@@ -26,3 +26,17 @@ def test_temporaries_are_unique_and_keep_the_target_suffix(tmp_path):
         b.write_text("second")
     assert target.read_text() == "first"  # the writer that finished last wins, whole
     assert stray_temporaries(tmp_path) == []
+
+
+def test_write_figure_writes_a_png_and_leaves_no_temporary(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ird_tf.files import stray_temporaries, write_figure
+
+    fig = Figure(figsize=(2, 2))
+    FigureCanvasAgg(fig)
+    fig.add_subplot().plot([0, 1], [1, 0])
+    out = write_figure(tmp_path / "sub" / "f.png", fig, dpi=50)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stray_temporaries(tmp_path) == []

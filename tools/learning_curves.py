@@ -90,7 +90,7 @@ def plot(path: Path, results: dict[str, dict[int, dict]], epochs: int) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ird_tf.files import atomic_path
+    from ird_tf.files import write_figure
 
     fig = Figure(figsize=(4.2 * len(results), 3.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -110,8 +110,7 @@ def plot(path: Path, results: dict[str, dict[int, dict]], epochs: int) -> None:
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("validation balanced accuracy")
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    write_figure(path, fig)
 
 
 def markdown(results: dict[str, dict[int, dict]], command: str, commit: str) -> str:

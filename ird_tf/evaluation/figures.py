@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from ird_tf.errors import DataError
 from ird_tf.evaluation.localisation import upsample_map
-from ird_tf.files import atomic_path
+from ird_tf.files import write_figure
 
 CORRECT_COLOUR = "#1a9641"  # green: the model's top class is the true class
 WRONG_COLOUR = "#d7191c"  # red: it is not
@@ -28,13 +28,6 @@ def _new_figure(width_in: float, height_in: float, dpi: int) -> Figure:
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
 
 
 def _image01(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -145,7 +138,7 @@ def attention_figure(
                 ax.set_title(name, fontsize=10)
         title = row.get("title")
         axes[r, 0].set_ylabel(class_names[label] + (f"\n{title}" if title else ""), fontsize=9)
-    return _save(fig, path)
+    return write_figure(path, fig)
 
 
 def _positions(x: Sequence) -> tuple[np.ndarray, list[str] | None]:
@@ -194,7 +187,7 @@ def curve_plot(
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return write_figure(path, fig)
 
 
 def bar_plot(
@@ -235,7 +228,7 @@ def bar_plot(
     ax.set(xlabel=group, ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title=hue, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # never over a bar
-    return _save(fig, path)
+    return write_figure(path, fig)
 
 
 __all__ = [

@@ -104,7 +104,7 @@ def plot_paired(path: str | Path, panels: Mapping[str, Mapping[str, Mapping[str,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ird_tf.files import atomic_path
+    from ird_tf.files import write_figure
 
     n = max(1, len(panels))
     fig = Figure(figsize=(3.6 * n, 3.4), dpi=110, layout="constrained")
@@ -139,8 +139,7 @@ def plot_paired(path: str | Path, panels: Mapping[str, Mapping[str, Mapping[str,
         axes[-1].legend(seen.values(), seen.keys(), fontsize=7)
     if title:
         fig.suptitle(f"{title}\n({INTERVAL}; filled: interval excludes 0)", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    write_figure(path, fig)
     return Path(path)
 
 

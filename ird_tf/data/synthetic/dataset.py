@@ -37,7 +37,7 @@ from ird_tf.data.synthetic.seeds import (
     slide_style,
 )
 from ird_tf.data.synthetic.stain import random_style
-from ird_tf.files import atomic_path, process_alive, write_text
+from ird_tf.files import process_alive, write_figure, write_text
 
 TEST_FRACTION = 0.25
 JPEG_QUALITY = 90
@@ -283,6 +283,5 @@ def preview(path_png: str | Path, cfg: SyntheticConfig, per_class: int = 2) -> P
         axes[0, col].set_title(t, fontsize=9)
     fig.suptitle(f"Synthetic H&E benchmark {cfg.version}: {cfg.patch_size} px at {cfg.magnification:g}x, "
                  f"difficulty {cfg.difficulty:g} (mask: 0 benign, G3 blue, G4 orange, G5 red)", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_figure(path, fig, dpi=110)
     return path

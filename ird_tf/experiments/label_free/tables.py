@@ -17,7 +17,7 @@ from ird_tf.experiments.label_free.config import LabelFreeConfig
 from ird_tf.experiments.label_free.plan import Planned
 from ird_tf.experiments.label_free.sets import budget_steps
 from ird_tf.experiments.sweep.config import default_methods, describe
-from ird_tf.files import atomic_path
+from ird_tf.files import write_figure
 from ird_tf.runs import read_result
 
 METRICS = (("balanced_accuracy", "test bal. acc."), ("kappa", "test kappa"))
@@ -199,7 +199,6 @@ def plot_curves(csv_path: Path, png_path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_figure(png_path, fig, dpi=110)
     plt.close(fig)
     return png_path

@@ -19,7 +19,7 @@ from pathlib import Path
 from ird_tf.config import AT_DISTANCES, AT_NORMS
 from ird_tf.errors import DataError
 from ird_tf.experiments.study.cli import csv_plot_command
-from ird_tf.files import atomic_path
+from ird_tf.files import write_figure
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "balanced_accuracy_std",
             "kappa_mean", "kappa_std")
@@ -117,8 +117,7 @@ def plot_ablation(csv_path: str | Path, out: str | Path | None = None) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"AT+ normalisation x distance ({Path(csv_path).name})")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_figure(out, fig, dpi=110)
     plt.close(fig)
     return out
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ird_tf.errors import DataError
 from ird_tf.experiments.study.cli import csv_plot_command
-from ird_tf.files import atomic_path
+from ird_tf.files import write_figure
 
 REQUIRED = ("magnification", "method", "seeds_done", "balanced_accuracy_mean", "mflops_per_image")
 MARKERS = "osD^vP<>Xph"
@@ -68,8 +68,7 @@ def plot_tradeoff(csv_path: str | Path, out: str | Path | None = None) -> Path:
     ax.legend(fontsize=8, ncol=2, loc="lower right")
     ax.set_title(f"accuracy against FLOPs ({Path(csv_path).name})")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_figure(out, fig, dpi=110)
     plt.close(fig)
     return out
 
