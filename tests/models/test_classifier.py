@@ -80,14 +80,10 @@ def test_large_backbones_build_flat(backbone, grid, channels):
         assert model.get_layer("features").input is model.get_layer("block5_conv3").output
 
 
-def test_vgg16_loads_keras_notop_h5_by_name(tmp_path):
+def test_vgg16_loads_keras_notop_h5_by_name(vgg16_notop):
     """A Keras VGG16 notop weights file (legacy .h5) copies into our VGG16; ReLU of our pre-ReLU tap
     equals Keras' VGG16 block5_conv3 on Keras-preprocessed pixels."""
-    keras.utils.set_random_seed(1)
-    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
-    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    reference, path = vgg16_notop
     model = build_classifier("vgg16", 4, weights=str(path))
     x = images(1, 32)
     ours = model(x)["features"].numpy()

@@ -4,12 +4,10 @@ Feature grid per factor, weights by layer name (a saved file of Keras' VGG16 lay
 run identity, and a Distiller step whose teacher and student grids match (no resizing).
 """
 
-import h5py
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.legacy.saving import legacy_h5_format
 
 from ird_tf.config import BACKBONE_REVISIONS, NATIVE_BACKBONES, ConfigError, ExperimentConfig, LossConfig
 from ird_tf.data.view import InputView
@@ -56,14 +54,10 @@ def test_same_layer_names_and_weight_shapes_as_the_base():
     assert get_backbone("vgg_tiny_keep3").reference is None
 
 
-def test_vgg16_keep_loads_keras_notop_h5_by_name(tmp_path):
+def test_vgg16_keep_loads_keras_notop_h5_by_name(vgg16_notop):
     """A Keras VGG16 notop weights file copies into vgg16_keep2 by layer name: every convolution's
     kernel and bias, and the first stage (no pool removed before it) computes Keras' activations."""
-    keras.utils.set_random_seed(1)
-    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
-    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+    reference, path = vgg16_notop
     model = build_classifier("vgg16_keep2", 4, weights=str(path))
     for layer in reference.layers:
         if isinstance(layer, keras.layers.Conv2D):
