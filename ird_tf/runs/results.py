@@ -18,6 +18,8 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, dict]  # split -> metrics
     seconds: float
+    #: where the session that trained it spent its time (``ird_tf.training.timing.Stopwatch.summary``)
+    timing: dict | None = None
 
 
 def read_result(run_dir: Path) -> RunResult | None:
@@ -26,11 +28,12 @@ def read_result(run_dir: Path) -> RunResult | None:
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
-    return RunResult(Path(run_dir), d["metrics"], d["seconds"])
+    return RunResult(Path(run_dir), d["metrics"], d["seconds"], d.get("timing"))
 
 
 def write_result(result: RunResult) -> None:
-    write_json(result.run_dir / "result.json", {"metrics": result.metrics, "seconds": result.seconds})
+    extra = {"timing": result.timing} if result.timing else {}
+    write_json(result.run_dir / "result.json", {"metrics": result.metrics, "seconds": result.seconds, **extra})
 
 
 FAILED = "failed.json"

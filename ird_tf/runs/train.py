@@ -97,7 +97,7 @@ def _scored(cfg: ExperimentConfig, splits, found: RunResult, view: InputView, sc
     _, evaluation, _ = datasets(cfg, splits, view, scored=missing)
     classifier = load_classifier(cfg, view, len(splits.class_names), found.run_dir)
     metrics = evaluate(classifier, {s: evaluation[s] for s in missing}, view, splits.class_names, found.run_dir)
-    result = RunResult(found.run_dir, {**found.metrics, **metrics}, found.seconds)
+    result = replace(found, metrics={**found.metrics, **metrics})
     write_result(result)
     return result
 
@@ -129,29 +129,37 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
     from ird_tf.training.board import run_hparams, write_hparams
     from ird_tf.training.loop import fit, make_optimizer
     from ird_tf.training.runtime import set_seed
+    from ird_tf.training.timing import Stopwatch
 
+    stopwatch = Stopwatch()
     cfg.save(own / "config.yaml")
-    train, evaluation, steps = datasets(cfg, splits, view, train_table=train_table, scored=scored)
+    with stopwatch.phase("datasets"):
+        train, evaluation, steps = datasets(cfg, splits, view, train_table=train_table, scored=scored)
     val = evaluation["val"]
     num_classes = len(splits.class_names)
     # the model's initial weights follow from its seed alone, not from what this process did before
     # (a teacher trained or only loaded, other runs of a study): a rerun or a resumed run is the same run
     set_seed(cfg.run.seed)
-    with strategy.scope():
+    with stopwatch.phase("build"), strategy.scope():
         classifier = build_for(cfg, view, num_classes, weights)
         model = wrap(classifier)
         model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs), steps), jit_compile=cfg.run.jit)
     calibration = calibration_dataset(cfg, splits, view, train_table=train_table) if cfg.optim.recalibrate_bn \
         else None
-    fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
-        val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
-        class_names=splits.class_names, calibration_ds=calibration)
-    metrics = evaluate(classifier, evaluation, view, splits.class_names, own)
-    write_hparams(own / "tb", run_hparams(cfg, role), metrics, settings=cfg.to_dict())
+    with stopwatch.phase("fit"):
+        fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
+            val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
+            class_names=splits.class_names, calibration_ds=calibration, stopwatch=stopwatch)
+    with stopwatch.phase("evaluation"):
+        metrics = evaluate(classifier, evaluation, view, splits.class_names, own)
+    with stopwatch.phase("hparams"):
+        write_hparams(own / "tb", run_hparams(cfg, role), metrics, settings=cfg.to_dict())
     chief = own == run_dir
     if export_base is not None and chief:  # one export per run: the chief's
-        export_student(classifier, cfg, splits.class_names, run_dir, export_base / run_dir.name)
-    result = RunResult(own, metrics, time.time() - start)
+        with stopwatch.phase("export"):
+            export_student(classifier, cfg, splits.class_names, run_dir, export_base / run_dir.name)
+    wall = time.time() - start
+    result = RunResult(own, metrics, wall, timing=stopwatch.summary(wall))
     if chief:  # the chief (or a single process) marks the run finished
         write_result(result)
     return result

@@ -25,6 +25,7 @@ import tensorflow as tf
 from ird_tf import faults, files
 from ird_tf.errors import TrainingDiverged
 from ird_tf.scoring import classification_scores, improves, json_safe, mean_cross_entropy
+from ird_tf.training import timing
 
 
 def classifier_of(model: keras.Model) -> keras.Model:
@@ -83,16 +84,19 @@ class ValidationMetrics(keras.callbacks.Callback):
     """Adds ``val_loss, val_accuracy, val_balanced_accuracy, val_kappa, val_macro_f1`` to the epoch logs
     (one prediction pass over ``dataset``), before the checkpoint callbacks that follow it read them."""
 
-    def __init__(self, dataset: tf.data.Dataset, num_classes: int, input_key: str | None = None):
+    def __init__(self, dataset: tf.data.Dataset, num_classes: int, input_key: str | None = None,
+                 stopwatch: timing.Stopwatch | None = None):
         super().__init__()
         self.dataset, self.num_classes, self.input_key = dataset, int(num_classes), input_key
+        self.stopwatch = stopwatch
         self._fn = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         self._fn = self._fn or logits_function(self.model, self.input_key)
-        labels, logits = predict_logits(self.model, self.dataset, self.input_key, fn=self._fn)
+        with timing.timed(self.stopwatch, "validation"):
+            labels, logits = predict_logits(self.model, self.dataset, self.input_key, fn=self._fn)
         logs.update({f"val_{k}": v for k, v in validation_scores(labels, logits, self.num_classes).items()})
 
 
@@ -103,32 +107,53 @@ def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalizatio
 
 
 def recalibrate_batch_norm(classifier: keras.Model, dataset: tf.data.Dataset, input_key: str | None = None,
-                           max_batches: int | None = None) -> int:
+                           max_batches: int | None = None, forward=None) -> int:
     """Sets the moving mean and variance of every BatchNormalization layer of ``classifier`` to their
     average over the batches of ``dataset`` (one pass, the forward in training mode: batch statistics),
     so inference normalises with the statistics of the images it is meant for rather than an
     exponential average of the last few augmented training batches. Weights are not changed. Returns
-    the number of batches read (0: nothing changed: no BatchNormalization layer or an empty dataset)."""
+    the number of batches read (0: nothing changed: no BatchNormalization layer or an empty dataset).
+
+    The forward pass is one compiled function with every layer's momentum at 0 (its moving statistics
+    are then the batch's own), averaged here: layer by layer in eager mode it cost as much as the
+    epoch's training steps. ``forward``: a compiled ``x -> classifier(x, training=True)`` from an
+    earlier call to reuse (:func:`training_forward`; its graph keeps momentum 0)."""
     layers = batch_norm_layers(classifier)
     if not layers:
         return 0
     saved = [layer.momentum for layer in layers]
+    sums = [[np.zeros(v.shape, np.float64) for v in (layer.moving_mean, layer.moving_variance)]
+            for layer in layers]
     n = 0
     try:
+        for layer in layers:
+            layer.momentum = 0.0
+        forward = forward or training_forward(classifier)  # traced (and retraced) with momentum 0
         for batch in dataset:
             x = batch[0] if isinstance(batch, tuple) else batch
             if input_key is not None and isinstance(x, dict):
                 x = x[input_key]
+            forward(x)
             n += 1
-            for layer in layers:  # running average: batch k gets weight 1/k
-                layer.momentum = (n - 1) / n
-            classifier(x, training=True)
+            for layer, (mean, var) in zip(layers, sums, strict=True):
+                mean += layer.moving_mean.numpy()
+                var += layer.moving_variance.numpy()
             if max_batches and n >= max_batches:
                 break
     finally:
         for layer, momentum in zip(layers, saved, strict=True):
             layer.momentum = momentum
+    if n:
+        for layer, (mean, var) in zip(layers, sums, strict=True):
+            layer.moving_mean.assign((mean / n).astype(layer.moving_mean.dtype))
+            layer.moving_variance.assign((var / n).astype(layer.moving_variance.dtype))
     return n
+
+
+def training_forward(classifier: keras.Model):
+    """``classifier(x, training=True)`` compiled, for :func:`recalibrate_batch_norm` only (it is traced
+    and called while every BatchNormalization momentum is 0)."""
+    return tf.function(lambda x: classifier(x, training=True), reduce_retracing=True)
 
 
 class RecalibrateBatchNorm(keras.callbacks.Callback):
@@ -139,12 +164,17 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
     same weights with statistics of the un-augmented training images, and moved it by several points
     from epoch to epoch with the weights unchanged."""
 
-    def __init__(self, dataset: tf.data.Dataset, input_key: str | None = None):
+    def __init__(self, dataset: tf.data.Dataset, input_key: str | None = None,
+                 stopwatch: timing.Stopwatch | None = None):
         super().__init__()
-        self.dataset, self.input_key = dataset, input_key
+        self.dataset, self.input_key, self.stopwatch = dataset, input_key, stopwatch
+        self._forward = None
 
     def on_epoch_end(self, epoch, logs=None):
-        recalibrate_batch_norm(classifier_of(self.model), self.dataset, self.input_key)
+        classifier = classifier_of(self.model)
+        self._forward = self._forward or training_forward(classifier)
+        with timing.timed(self.stopwatch, "recalibration"):
+            recalibrate_batch_norm(classifier, self.dataset, self.input_key, forward=self._forward)
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -154,6 +184,39 @@ class LearningRateLogger(keras.callbacks.Callback):
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         if logs is not None and optimizer is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+# -- timing ------------------------------------------------------------------------------------------------
+class StepTimes(keras.callbacks.Callback):
+    """Times every train step (``train_step``) and the epoch-end work (``epoch_end``): placed first in
+    the callback list, its ``on_epoch_end`` starts the clock; :class:`EpochEndDone`, placed last, stops
+    it."""
+
+    def __init__(self, stopwatch: timing.Stopwatch):
+        super().__init__()
+        self.stopwatch = stopwatch
+        self._t0 = 0.0
+        self.epoch_end_start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stopwatch.add("train_step", time.perf_counter() - self._t0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_end_start = time.perf_counter()
+
+
+class EpochEndDone(keras.callbacks.Callback):
+    """The last callback: the epoch-end work since :class:`StepTimes` saw the epoch end."""
+
+    def __init__(self, start: StepTimes):
+        super().__init__()
+        self.start = start
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.start.stopwatch.add("epoch_end", time.perf_counter() - self.start.epoch_end_start)
 
 
 # -- faults ------------------------------------------------------------------------------------------------

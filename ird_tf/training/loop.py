@@ -35,6 +35,7 @@ from ird_tf.training import board
 from ird_tf.training import callbacks as cb
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.runtime import worker_dir
+from ird_tf.training.timing import Stopwatch
 
 
 def learning_rate(cfg: OptimConfig, steps_per_epoch: int | None = None):
@@ -101,6 +102,7 @@ def fit(
     restore_best: bool = True,
     class_names: Sequence[str] | None = None,
     calibration_ds: tf.data.Dataset | None = None,
+    stopwatch: Stopwatch | None = None,
 ) -> dict[str, list[float]]:
     """Trains a compiled ``Supervised``/``Distiller`` (or any model with a custom ``train_step``) for
     ``epochs`` epochs of ``steps_per_epoch`` batches of the (repeating) ``train_ds``, scoring
@@ -117,6 +119,8 @@ def fit(
     ``calibration_ds``: finite batches (the training images without augmentation) over which the
     classifier's BatchNorm statistics are recomputed at each epoch end, before validation and checkpoints
     (``callbacks.RecalibrateBatchNorm``); None keeps Keras's moving averages of the training batches.
+    ``stopwatch``: receives the time of every train step, validation pass, recalibration and epoch end
+    (``ird_tf.training.timing``).
     Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
     state; ``done.json`` is not written).
     """
@@ -144,11 +148,12 @@ def fit(
     say(f"{type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
         source="fit")
 
-    callbacks: list[keras.callbacks.Callback] = [cb.StopOnNonFinite(out)]
+    steps = cb.StepTimes(stopwatch or Stopwatch())
+    callbacks: list[keras.callbacks.Callback] = [steps, cb.StopOnNonFinite(out)]
     if calibration_ds is not None:
-        callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key))
+        callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key, stopwatch=stopwatch))
     if val_ds is not None:
-        callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key))
+        callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key, stopwatch=stopwatch))
     callbacks += [cb.LearningRateLogger()]
     if val_ds is not None:
         callbacks.append(cb.BestCheckpoint(out, monitor=monitor, mode=mode))
@@ -162,7 +167,8 @@ def fit(
         label_smoothing=_label_smoothing(model),
         val_batch=first_batch(val_ds, attention_images) if show_maps else None,
         class_names=class_names, num_classes=num_classes, max_images=attention_images))
-    callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps)]
+    callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps),
+                  cb.EpochEndDone(steps)]
 
     start = time.time()
     try:

@@ -132,3 +132,23 @@ def test_max_late_swing_reads_the_last_third():
     curve = [0.2, 0.9, 0.1] + [0.5] * 10 + [0.80, 0.82, 0.78, 0.85, 0.84, 0.86, 0.83]  # 20 epochs
     assert max_late_swing(curve) == pytest.approx(0.07)
     assert math.isnan(max_late_swing([0.5]))
+
+
+def test_a_reused_recalibration_forward_averages_each_new_pass_and_keeps_momentum():
+    """The callback traces the forward once (momentum 0 in its graph) and reuses it every epoch: each
+    pass still ends with the plain average of that pass's batch statistics."""
+    from ird_tf.training.callbacks import recalibrate_batch_norm, training_forward
+
+    inp = keras.Input((3,))
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Model(inp, {"logits": bn(inp)})
+    forward = training_forward(model)
+    rng = np.random.default_rng(1)
+    for loc in (0.0, 3.0):
+        batches = [rng.normal(loc + k, 1.0 + k, (8, 3)).astype(np.float32) for k in range(3)]
+        ds = tf.data.Dataset.from_tensor_slices(np.concatenate(batches)).batch(8)
+        assert recalibrate_batch_norm(model, ds, forward=forward) == 3
+        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0),
+                                   rtol=1e-4)
+        assert bn.momentum == 0.99

@@ -74,16 +74,21 @@ def run_all(planned: Sequence[PlannedRun], splits, strategy, *, say: Callable[[s
             header: dict, after: Callable[[PlannedRun, bool, str], None],
             trainers: dict[str, Trainer] | None = None) -> dict:
     """Runs (or reuses) every planned run in order, counting them in ``header`` (``trained``,
-    ``reused``, ``failed``) and calling ``after(run, reused, tag)`` after each one that finished."""
+    ``reused``, ``failed``; ``timings``: where the trained runs spent their time) and calling
+    ``after(run, reused, tag)`` after each one that finished."""
     header.setdefault("trained", 0)
     header.setdefault("reused", 0)
     header.setdefault("failed", [])
+    header.setdefault("timings", [])
     for i, p in enumerate(planned, 1):
         tag = f"{i}/{len(planned)} {p.label()}"
-        _, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say, trainers=trainers)
+        result, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say,
+                                         trainers=trainers)
         if failure:
             header["failed"].append(failure)
             continue
         header["reused" if found else "trained"] += 1
+        if not found and result.timing:
+            header["timings"].append(result.timing)
         after(p, found, tag)
     return header

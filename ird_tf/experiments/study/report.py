@@ -53,6 +53,39 @@ def common_lines(header: dict, *, finished: int, planned: int, recorded_seconds:
         f"trained, {header.get('reused', 0)} reused); {recorded_seconds / 60:.1f} min of training recorded "
         "by the finished runs",
         f"- Progress: {finished}/{planned} runs finished (updated {time.strftime('%Y-%m-%d %H:%M:%S')})",
+        *time_lines(header, elapsed),
+    ]
+
+
+def time_split(header: dict, elapsed: float) -> dict[str, float] | None:
+    """Seconds of this invocation by what they were spent on (``ird_tf.training.timing.breakdown`` of
+    the runs it trained, plus ``outside``: everything but those runs' own time), or None when it trained
+    none."""
+    from ird_tf.training.timing import breakdown
+
+    if not header.get("timings"):
+        return None
+    parts = breakdown(header["timings"])
+    return {**parts, "outside": elapsed - parts["wall"], "invocation": elapsed}
+
+
+def time_lines(header: dict, elapsed: float) -> list[str]:
+    """Where the invocation's wall time went, against the compute of the train and eval steps."""
+    t = time_split(header, elapsed)
+    if t is None:
+        return []
+
+    def m(key: str) -> str:
+        return f"{t[key] / 60:.1f} min"
+
+    return [
+        f"- Wall time against compute: this invocation {m('invocation')}; the train and eval steps of the "
+        f"{len(header['timings'])} runs it trained, at their steady speed, {m('compute')} (wall / compute "
+        f"= {t['invocation'] / max(t['compute'], 1e-9):.2f}). The rest: first calls (tracing) "
+        f"{m('first_calls')}, epoch ends without validation (checkpoints, backup, TensorBoard) "
+        f"{m('epoch_end')}, runs' setup (data, models, teacher, scoring files) {m('setup')}, outside the "
+        f"runs (process start, input checks, reused runs, tuning candidates, localisation, tables) "
+        f"{m('outside')}",
     ]
 
 
@@ -61,6 +94,10 @@ def csv_preamble(header: dict, *, recorded_seconds: float, **extra: Any) -> str:
     elapsed = time.time() - header["start"]
     lines = [f"# command: {header['command']}", f"# commit: {header['commit']}",
              f"# run_time_min: {elapsed / 60:.2f}", f"# recorded_training_min: {recorded_seconds / 60:.2f}"]
+    t = time_split(header, elapsed)
+    if t is not None:
+        parts = ("compute", "first_calls", "epoch_end", "setup", "outside")
+        lines += [f"# {k}_min: {t[k] / 60:.2f}" for k in parts]
     lines += [f"# {k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
@@ -131,4 +168,4 @@ def write_outputs(results_dir: Path, out_name: str, texts: dict[str, str]) -> li
 
 
 __all__ = ["common_lines", "csv_preamble", "fmt_time", "git_commit", "nan_if_none", "paired_section",
-           "stat_cell", "write_outputs"]
+           "stat_cell", "time_lines", "time_split", "write_outputs"]

@@ -56,6 +56,11 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
     assert re.search(r"- Commit: `(unknown|[0-9a-f]{4,})`", md)
     assert re.search(r"- Run time: \d+\.\d min", md)
     assert "3/3 runs finished" in md
+    # where the wall time went: the parts add up to the invocation's wall time, compute is positive
+    spent = re.search(r"this invocation (\d+\.\d) min; the train and eval steps of the 3 runs it trained, "
+                      r"at their steady speed, (\d+\.\d) min \(wall / compute = (\d+\.\d\d)\)", md)
+    assert spent, md[:2000]
+    assert float(spent.group(2)) >= 0 and float(spent.group(3)) >= 1.0
     main_table, paired = md.split("\n### Paired differences", 1)
     table = [line for line in main_table.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| magnification | method | seeds | test bal. acc. | test kappa | energy in "
@@ -70,6 +75,9 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
     head = csv_path.read_text().splitlines()[:4]
     assert head[0] == f"# command: python -m ird_tf.experiments.sweep --config {config}"
     assert head[1].startswith("# commit: ") and head[2].startswith("# run_time_min: ")
+    preamble = dict(line[2:].split(": ", 1) for line in csv_path.read_text().splitlines() if line.startswith("# "))
+    parts = [float(preamble[f"{k}_min"]) for k in ("compute", "first_calls", "epoch_end", "setup", "outside")]
+    assert parts[0] > 0 and abs(sum(parts) - float(preamble["run_time_min"])) < 0.05
     rows = pd.read_csv(csv_path, comment="#")
     assert rows["method"].tolist() == ["teacher", "alone", "fm_at"]
     assert rows["input_px"].tolist() == [64, 16, 16]  # native: the 2.5x student reads 64 / 4 px
