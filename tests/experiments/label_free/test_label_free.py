@@ -188,9 +188,9 @@ def test_committed_config_shares_teacher_and_references_with_the_sweep():
               if p.method == "teacher" or (p.method in ("alone", "fm_at") and p.mag in (1.25, 0.625))}
     assert ours == theirs  # trained once, whichever command runs first
     lf = [p for p in planned if p.group == "label_free"]
-    assert len(lf) == 3 * 2 * 2 * 4 and len({p.run_dir for p in lf}) == len(lf)
+    assert len(lf) == 5 * 2 * 2 * 4 and len({p.run_dir for p in lf}) == len(lf)
     assert {p.cfg.loss.ce for p in lf} == {0.0}
-    assert {p.uset.ratio: p.cfg.optim.epochs for p in lf} == {0: 5, 1: 3, 2: 2, 4: 1}
+    assert {p.uset.ratio: p.cfg.optim.epochs for p in lf} == {0: 8, 1: 4, 2: 3, 4: 2}
 
 
 def write_bad(tmp_path: Path, change: dict) -> Path:
