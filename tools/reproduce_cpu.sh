@@ -34,6 +34,7 @@ queue_a() {
   timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/sweep_cpu.yaml
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 2.5
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 1.25
+  timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
 }
 
 queue_b() {
@@ -41,7 +42,8 @@ queue_b() {
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/ablation_norm_cpu.yaml --seeds 1
   timed B $PY -m ird_tf.experiments.plot_ablation $OUT/sweep_ablation_norm_cpu.csv
   timed B $PY -m ird_tf.experiments.label_free --config experiments/configs/label_free_cpu.yaml --seeds 1
-  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/sweep_native_cpu.yaml --seeds 1
+  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
+  timed B $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
 }
 
 start=$SECONDS

@@ -205,8 +205,8 @@ def committed(name: str):
     return base.validate(), s.validate(base)
 
 
-@pytest.mark.parametrize("name", ["sweep_cpu.yaml", "sweep_native_cpu.yaml", "ablation_norm_cpu.yaml",
-                                  "ablation_maps_cpu.yaml"])
+@pytest.mark.parametrize("name", ["sweep_cpu.yaml", "native_tradeoff_cpu.yaml", "tuned_cpu.yaml",
+                                  "ablation_norm_cpu.yaml", "ablation_maps_cpu.yaml"])
 def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
     base, s = committed(name)
     main_base, main = committed("sweep_cpu.yaml")
@@ -216,8 +216,14 @@ def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
         assert s.magnifications == (5.0, 2.5, 1.25, 0.625)
         assert list(s.methods) == ["alone", "fm", "fm_at", "kd"]
         assert s.mode == "upsampled" and not s.measures_cost and s.localised == ("alone", "fm", "fm_at")
-    if name == "sweep_native_cpu.yaml":
-        assert s.mode == "native" and s.measures_cost and list(s.methods) == list(main.methods)
+    if name == "native_tradeoff_cpu.yaml":
+        assert s.mode == "native" and s.measures_cost and s.seeds == main.seeds
+        upsampled = {p.run_dir for p in plan(base, s) if p.method.startswith("up_")}
+        assert upsampled <= {p.run_dir for p in plan(main_base, main)}  # the main sweep's Students
+    if name == "tuned_cpu.yaml":
+        assert list(s.methods) == ["alone", "fm", "fm_at", "tuned"] and s.seeds == main.seeds
+        fixed = {p.run_dir for p in plan(base, s) if p.method != "tuned"}
+        assert fixed <= {p.run_dir for p in plan(main_base, main)}
     if name.startswith("ablation"):
         assert s.magnifications == (2.5, 1.25)
         runs = {p.run_dir for p in plan(base, s)}
