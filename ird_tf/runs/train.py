@@ -144,8 +144,9 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
         classifier = build_for(cfg, view, num_classes, weights)
         model = wrap(classifier)
         model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs), steps), jit_compile=cfg.run.jit)
-    calibration = calibration_dataset(cfg, splits, view, train_table=train_table) if cfg.optim.recalibrate_bn \
-        else None
+    with stopwatch.phase("datasets"):
+        calibration = calibration_dataset(cfg, splits, view, train_table=train_table) \
+            if cfg.optim.recalibrate_bn else None
     with stopwatch.phase("fit"):
         fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
             val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,

@@ -188,18 +188,25 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 # -- timing ------------------------------------------------------------------------------------------------
 class StepTimes(keras.callbacks.Callback):
-    """Times every train step (``train_step``) and the epoch-end work (``epoch_end``): placed first in
+    """Times every train step (``train_step``), the epoch-end work (``epoch_end``: placed first in
     the callback list, its ``on_epoch_end`` starts the clock; :class:`EpochEndDone`, placed last, stops
-    it."""
+    it) and what Keras does between the start of training and its first step (``fit_start``)."""
 
     def __init__(self, stopwatch: timing.Stopwatch):
         super().__init__()
         self.stopwatch = stopwatch
         self._t0 = 0.0
+        self._train_begin: float | None = None
         self.epoch_end_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._train_begin = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._t0 = time.perf_counter()
+        if self._train_begin is not None:
+            self.stopwatch.add("fit_start", self._t0 - self._train_begin)
+            self._train_begin = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.stopwatch.add("train_step", time.perf_counter() - self._t0)

@@ -139,16 +139,18 @@ def fit(
         say(f"{out} already finished ({epochs} epochs); nothing to do", source="fit")
         _load_best(model, out, restore_best)
         return cb.read_history(out / "history.csv")
-    with model.distribute_strategy.scope():
+    watch = stopwatch or Stopwatch()
+    with model.distribute_strategy.scope(), watch.phase("restore"):
         initial_epoch = cb.restore_backup(model, out / "backup", steps_per_epoch)
     if callable(train_ds):  # the stream from where the backup left it: a resume trains on the same data
-        train_ds = train_ds(initial_epoch * steps_per_epoch)
+        with watch.phase("stream"):
+            train_ds = train_ds(initial_epoch * steps_per_epoch)
         _check_datasets(train_ds, val_ds, steps_per_epoch)
     what = f"resuming after epoch {initial_epoch}" if initial_epoch else "starting"
     say(f"{type(model).__name__}: {what}, {epochs} epochs x {steps_per_epoch} steps, run dir {out}",
         source="fit")
 
-    steps = cb.StepTimes(stopwatch or Stopwatch())
+    steps = cb.StepTimes(watch)
     callbacks: list[keras.callbacks.Callback] = [steps, cb.StopOnNonFinite(out)]
     if calibration_ds is not None:
         callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key, stopwatch=stopwatch))
@@ -165,7 +167,7 @@ def fit(
     callbacks.append(board.ScalarBoard(
         out / "tb", term_weights=getattr(model, "term_weights", {}),
         label_smoothing=_label_smoothing(model),
-        val_batch=first_batch(val_ds, attention_images) if show_maps else None,
+        val_batch=_timed_first_batch(watch, val_ds, attention_images) if show_maps else None,
         class_names=class_names, num_classes=num_classes, max_images=attention_images))
     callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps),
                   cb.EpochEndDone(steps)]
@@ -177,10 +179,16 @@ def fit(
     except cb.TrainingDiverged as e:
         cb.write_json(out / "diverged.json", {"message": str(e), "time": time.time()})
         raise
-    best = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() else None
-    cb.write_json(done, {"epochs": epochs, "seconds_this_session": time.time() - start, "best": best})
-    _load_best(model, out, restore_best)
+    with watch.phase("finish"):
+        best = json.loads((out / "best.json").read_text()) if (out / "best.json").is_file() else None
+        cb.write_json(done, {"epochs": epochs, "seconds_this_session": time.time() - start, "best": best})
+        _load_best(model, out, restore_best)
     return cb.read_history(out / "history.csv")
+
+
+def _timed_first_batch(watch: Stopwatch, dataset: tf.data.Dataset, n: int):
+    with watch.phase("board_batch"):
+        return first_batch(dataset, n)
 
 
 def _check_datasets(train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, steps_per_epoch: int):
