@@ -35,7 +35,7 @@ from ird_tf.training import board
 from ird_tf.training import callbacks as cb
 from ird_tf.training.distiller import Distiller
 from ird_tf.training.runtime import worker_dir
-from ird_tf.training.timing import Stopwatch
+from ird_tf.training.timing import Stopwatch, collections_timed
 
 
 def learning_rate(cfg: OptimConfig, steps_per_epoch: int | None = None):
@@ -174,8 +174,9 @@ def fit(
 
     start = time.time()
     try:
-        model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        with collections_timed(watch):
+            model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
     except cb.TrainingDiverged as e:
         cb.write_json(out / "diverged.json", {"message": str(e), "time": time.time()})
         raise

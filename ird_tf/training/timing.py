@@ -7,6 +7,7 @@ first call's extra time (tracing) counts as overhead, not compute."""
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections import defaultdict
@@ -72,9 +73,28 @@ def breakdown(summaries: list[dict]) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def collections_timed(stopwatch: Stopwatch) -> Iterator[None]:
+    """Adds the time of every Python garbage collection inside the block to ``gc`` (a full collection
+    walks every object of the process, and a study's process holds many)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            stopwatch.add(f"gc{info.get('generation', '')}", time.perf_counter() - started.pop())
+
+    gc.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(callback)
+
+
 def timed(stopwatch: Stopwatch | None, name: str):
     """``stopwatch.phase(name)``, or nothing when there is no stopwatch."""
     return nullcontext() if stopwatch is None else stopwatch.phase(name)
 
 
-__all__ = ["COMPUTE", "Stopwatch", "breakdown", "timed"]
+__all__ = ["COMPUTE", "Stopwatch", "breakdown", "collections_timed", "timed"]

@@ -148,7 +148,8 @@ def test_a_reused_recalibration_forward_averages_each_new_pass_and_keeps_momentu
         batches = [rng.normal(loc + k, 1.0 + k, (8, 3)).astype(np.float32) for k in range(3)]
         ds = tf.data.Dataset.from_tensor_slices(np.concatenate(batches)).batch(8)
         assert recalibrate_batch_norm(model, ds, forward=forward) == 3
-        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0),
+                                   rtol=1e-5)
         np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0),
                                    rtol=1e-4)
         assert bn.momentum == 0.99

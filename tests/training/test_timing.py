@@ -36,7 +36,8 @@ def test_breakdown_parts_add_up_to_the_wall_time():
     assert parts["first_calls"] == pytest.approx(2 * (1.0 + 0.6))
     assert parts["epoch_end"] == pytest.approx(2 * (2.0 - 1.5))
     assert parts["setup"] == pytest.approx(2 * (8.0 - 3.9 - 1.6 - 0.5))
-    assert sum(parts[k] for k in ("compute", "first_calls", "epoch_end", "setup")) == pytest.approx(parts["wall"])
+    parts_sum = sum(parts[k] for k in ("compute", "first_calls", "epoch_end", "setup"))
+    assert parts_sum == pytest.approx(parts["wall"])
 
 
 def test_fit_times_every_step_validation_recalibration_and_epoch_end(tmp_path):
@@ -60,3 +61,17 @@ def test_fit_times_every_step_validation_recalibration_and_epoch_end(tmp_path):
     for validation, recalibration, epoch_end in zip(sw.calls["validation"], sw.calls["recalibration"],
                                                     sw.calls["epoch_end"], strict=True):
         assert 0 < validation + recalibration <= epoch_end  # both happen inside the epoch's end
+
+
+def test_garbage_collections_inside_the_block_are_timed_by_generation():
+    import gc
+
+    from ird_tf.training.timing import collections_timed
+
+    sw = Stopwatch()
+    with collections_timed(sw):
+        gc.collect(2)
+        gc.collect(0)
+    gc.collect()  # outside: not counted
+    assert len(sw.calls["gc2"]) == 1 and len(sw.calls["gc0"]) == 1
+    assert all(s >= 0 for s in sw.calls["gc2"] + sw.calls["gc0"])

@@ -75,7 +75,8 @@ def test_tiny_sweep_writes_tables_then_reuses_every_run(tmp_path, monkeypatch, c
     head = csv_path.read_text().splitlines()[:4]
     assert head[0] == f"# command: python -m ird_tf.experiments.sweep --config {config}"
     assert head[1].startswith("# commit: ") and head[2].startswith("# run_time_min: ")
-    preamble = dict(line[2:].split(": ", 1) for line in csv_path.read_text().splitlines() if line.startswith("# "))
+    preamble = dict(line[2:].split(": ", 1) for line in csv_path.read_text().splitlines()
+                    if line.startswith("# "))
     parts = [float(preamble[f"{k}_min"]) for k in ("compute", "first_calls", "epoch_end", "setup", "outside")]
     assert parts[0] > 0 and abs(sum(parts) - float(preamble["run_time_min"])) < 0.05
     rows = pd.read_csv(csv_path, comment="#")
