@@ -197,7 +197,9 @@ class StepTimes(keras.callbacks.Callback):
         self.stopwatch = stopwatch
         self._t0 = 0.0
         self._train_begin: float | None = None
+        self._t_end: float | None = None
         self.epoch_end_start = 0.0
+        self.epoch_end_done: float | None = None
 
     def on_train_begin(self, logs=None):
         self._train_begin = time.perf_counter()
@@ -207,9 +209,17 @@ class StepTimes(keras.callbacks.Callback):
         if self._train_begin is not None:
             self.stopwatch.add("fit_start", self._t0 - self._train_begin)
             self._train_begin = None
+        elif self._t_end is not None:  # Keras's own work between two steps of an epoch
+            self.stopwatch.add("between_steps", self._t0 - self._t_end)
 
     def on_train_batch_end(self, batch, logs=None):
-        self.stopwatch.add("train_step", time.perf_counter() - self._t0)
+        self._t_end = time.perf_counter()
+        self.stopwatch.add("train_step", self._t_end - self._t0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t_end = None
+        if self.epoch_end_done is not None:  # from the last epoch's end to this one's first step
+            self.stopwatch.add("between_epochs", time.perf_counter() - self.epoch_end_done)
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_end_start = time.perf_counter()
@@ -223,7 +233,8 @@ class EpochEndDone(keras.callbacks.Callback):
         self.start = start
 
     def on_epoch_end(self, epoch, logs=None):
-        self.start.stopwatch.add("epoch_end", time.perf_counter() - self.start.epoch_end_start)
+        self.start.epoch_end_done = time.perf_counter()
+        self.start.stopwatch.add("epoch_end", self.start.epoch_end_done - self.start.epoch_end_start)
 
 
 # -- faults ------------------------------------------------------------------------------------------------
