@@ -190,7 +190,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 class StepTimes(keras.callbacks.Callback):
     """Times every train step (``train_step``), the epoch-end work (``epoch_end``: placed first in
     the callback list, its ``on_epoch_end`` starts the clock; :class:`EpochEndDone`, placed last, stops
-    it) and what Keras does between the start of training and its first step (``fit_start``)."""
+    it), what Keras does between the start of training and its first step (``fit_start``), between
+    steps and epochs, and the callbacks' end of training (``train_end``, up to :class:`EpochEndDone`)."""
 
     def __init__(self, stopwatch: timing.Stopwatch):
         super().__init__()
@@ -200,9 +201,13 @@ class StepTimes(keras.callbacks.Callback):
         self._t_end: float | None = None
         self.epoch_end_start = 0.0
         self.epoch_end_done: float | None = None
+        self.train_end_start = 0.0
 
     def on_train_begin(self, logs=None):
         self._train_begin = time.perf_counter()
+
+    def on_train_end(self, logs=None):  # the callbacks' end of training (TensorBoard's writer closes)
+        self.train_end_start = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._t0 = time.perf_counter()
@@ -231,6 +236,9 @@ class EpochEndDone(keras.callbacks.Callback):
     def __init__(self, start: StepTimes):
         super().__init__()
         self.start = start
+
+    def on_train_end(self, logs=None):
+        self.start.stopwatch.add("train_end", time.perf_counter() - self.start.train_end_start)
 
     def on_epoch_end(self, epoch, logs=None):
         self.start.epoch_end_done = time.perf_counter()

@@ -56,7 +56,7 @@ def test_fit_times_every_step_validation_recalibration_and_epoch_end(tmp_path):
     fit(model, data.repeat().batch(8), data.batch(8), run_dir=tmp_path, epochs=3, steps_per_epoch=2,
         num_classes=2, val_input_key="hr", verbose=0, calibration_ds=data.batch(8), stopwatch=sw)
     assert len(sw.calls["train_step"]) == 3 * 2 and len(sw.calls["fit_start"]) == 1
-    assert len(sw.calls["restore"]) == 1
+    assert len(sw.calls["restore"]) == 1 and len(sw.calls["train_end"]) == 1
     assert len(sw.calls["between_steps"]) == 3 * (2 - 1) and len(sw.calls["between_epochs"]) == 3 - 1
     assert len(sw.calls["validation"]) == len(sw.calls["recalibration"]) == len(sw.calls["epoch_end"]) == 3
     for validation, recalibration, epoch_end in zip(sw.calls["validation"], sw.calls["recalibration"],
