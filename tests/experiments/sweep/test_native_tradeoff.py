@@ -34,9 +34,9 @@ def test_tradeoff_config_plans_each_backbone_and_mode():
     assert runs[(1.25, "grid_fm_at")].cfg.model.student == "vgg_tiny_keep3"
     assert runs[(2.5, "grid_alone")].cfg.model.student == "vgg_tiny_keep2"
     assert runs[(1.25, "keep1_alone")].cfg.model.student == "vgg_tiny_keep1"
-    assert runs[(1.25, "up_alone")].cfg.data.mode == "upsampled"
-    assert runs[(1.25, "alone")].cfg.data.mode == "native"
-    assert runs[(1.25, "alone")].cfg.model.student == "vgg_tiny"
+    assert runs[(1.25, "alone")].cfg.data.mode == "upsampled"  # the reference of the paired table
+    assert runs[(1.25, "native_alone")].cfg.data.mode == "native"
+    assert runs[(1.25, "native_alone")].cfg.model.student == "vgg_tiny"
     # at 5x (factor 2) keep-grid is keep1: the same run, trained once; every other run is its own
     assert runs[(5.0, "grid_alone")].run_dir == runs[(5.0, "keep1_alone")].run_dir
     assert len({p.run_dir for p in runs.values()}) == len(runs) - 2
