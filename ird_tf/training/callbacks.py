@@ -88,14 +88,14 @@ class ValidationMetrics(keras.callbacks.Callback):
                  stopwatch: timing.Stopwatch | None = None):
         super().__init__()
         self.dataset, self.num_classes, self.input_key = dataset, int(num_classes), input_key
-        self.stopwatch = stopwatch
+        self.stopwatch = stopwatch or timing.Stopwatch()
         self._fn = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         self._fn = self._fn or logits_function(self.model, self.input_key)
-        with timing.timed(self.stopwatch, "validation"):
+        with self.stopwatch.phase("validation"):
             labels, logits = predict_logits(self.model, self.dataset, self.input_key, fn=self._fn)
         logs.update({f"val_{k}": v for k, v in validation_scores(labels, logits, self.num_classes).items()})
 
@@ -167,13 +167,14 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
     def __init__(self, dataset: tf.data.Dataset, input_key: str | None = None,
                  stopwatch: timing.Stopwatch | None = None):
         super().__init__()
-        self.dataset, self.input_key, self.stopwatch = dataset, input_key, stopwatch
+        self.dataset, self.input_key = dataset, input_key
+        self.stopwatch = stopwatch or timing.Stopwatch()
         self._forward = None
 
     def on_epoch_end(self, epoch, logs=None):
         classifier = classifier_of(self.model)
         self._forward = self._forward or training_forward(classifier)
-        with timing.timed(self.stopwatch, "recalibration"):
+        with self.stopwatch.phase("recalibration"):
             recalibrate_batch_norm(classifier, self.dataset, self.input_key, forward=self._forward)
 
 

@@ -153,9 +153,9 @@ def fit(
     steps = cb.StepTimes(watch)
     callbacks: list[keras.callbacks.Callback] = [steps, cb.StopOnNonFinite(out)]
     if calibration_ds is not None:
-        callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key, stopwatch=stopwatch))
+        callbacks.append(cb.RecalibrateBatchNorm(calibration_ds, val_input_key, stopwatch=watch))
     if val_ds is not None:
-        callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key, stopwatch=stopwatch))
+        callbacks.append(cb.ValidationMetrics(val_ds, num_classes, val_input_key, stopwatch=watch))
     callbacks += [cb.LearningRateLogger()]
     if val_ds is not None:
         callbacks.append(cb.BestCheckpoint(out, monitor=monitor, mode=mode))
@@ -164,10 +164,14 @@ def fit(
         cb.HistoryCSV(out / "history.csv", initial_epoch=initial_epoch),
     ]
     show_maps = isinstance(model, Distiller) and val_ds is not None and attention_images > 0
+    val_batch = None
+    if show_maps:
+        with watch.phase("board_batch"):
+            val_batch = first_batch(val_ds, attention_images)
     callbacks.append(board.ScalarBoard(
         out / "tb", term_weights=getattr(model, "term_weights", {}),
         label_smoothing=_label_smoothing(model),
-        val_batch=_timed_first_batch(watch, val_ds, attention_images) if show_maps else None,
+        val_batch=val_batch,
         class_names=class_names, num_classes=num_classes, max_images=attention_images))
     callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps),
                   cb.EpochEndDone(steps)]
@@ -185,11 +189,6 @@ def fit(
         cb.write_json(done, {"epochs": epochs, "seconds_this_session": time.time() - start, "best": best})
         _load_best(model, out, restore_best)
     return cb.read_history(out / "history.csv")
-
-
-def _timed_first_batch(watch: Stopwatch, dataset: tf.data.Dataset, n: int):
-    with watch.phase("board_batch"):
-        return first_batch(dataset, n)
 
 
 def _check_datasets(train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, steps_per_epoch: int):

@@ -12,7 +12,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 #: the phases that are the work itself: what a run costs at the steady speed of its steps
 COMPUTE = ("train_step", "validation", "recalibration", "evaluation")
@@ -92,9 +92,4 @@ def collections_timed(stopwatch: Stopwatch) -> Iterator[None]:
         gc.callbacks.remove(callback)
 
 
-def timed(stopwatch: Stopwatch | None, name: str):
-    """``stopwatch.phase(name)``, or nothing when there is no stopwatch."""
-    return nullcontext() if stopwatch is None else stopwatch.phase(name)
-
-
-__all__ = ["COMPUTE", "Stopwatch", "breakdown", "collections_timed", "timed"]
+__all__ = ["COMPUTE", "Stopwatch", "breakdown", "collections_timed"]
