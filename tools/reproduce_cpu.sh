@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every table and figure of experiments/results/ on the synthetic benchmark (cpu preset), in two queues
-# that share the machine (a 2-core CPU: about one core each). Runs that two commands need (the 10x
-# teacher, the seed-22 students of the main sweep) are trained once: a run directory is locked by the
-# process training it and the other one waits and reuses it. Finished runs are reused when this is
+# that share the machine (a 2-core CPU: about one core each). Runs that two commands need (the teachers,
+# the main sweep's students that the ablations, label-free and tuned studies compare with) are trained
+# once: a run directory is locked by the process training it and the other one waits and reuses it. Finished runs are reused when this is
 # started again, so a stopped reproduction resumes.
 #
 #   bash tools/reproduce_cpu.sh            (or: make reproduce)
@@ -30,11 +30,14 @@ timed() {  # timed QUEUE COMMAND...: run, record "queue<TAB>seconds<TAB>command"
   printf '%s\t%s\t%s\n' "$queue" "$((SECONDS - start))" "${*/#$PY/python}" >> "$TIMES/times.tsv"
 }
 
+# The queues are balanced by their measured times: the main sweep and the native study (which reuses the
+# sweep's upsampled Students) in A; the ablations, label-free and the tuned study in B.
 queue_a() {
   timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/sweep_cpu.yaml
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 2.5
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 1.25
-  timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
+  timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
+  timed A $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
 }
 
 queue_b() {
@@ -42,8 +45,7 @@ queue_b() {
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/ablation_norm_cpu.yaml --seeds 1
   timed B $PY -m ird_tf.experiments.plot_ablation $OUT/sweep_ablation_norm_cpu.csv
   timed B $PY -m ird_tf.experiments.label_free --config experiments/configs/label_free_cpu.yaml --seeds 1
-  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
-  timed B $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
+  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
 }
 
 start=$SECONDS

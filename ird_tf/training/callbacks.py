@@ -191,8 +191,11 @@ class LearningRateLogger(keras.callbacks.Callback):
 class StepTimes(keras.callbacks.Callback):
     """Times every train step (``train_step``), the epoch-end work (``epoch_end``: placed first in
     the callback list, its ``on_epoch_end`` starts the clock; :class:`EpochEndDone`, placed last, stops
-    it), what Keras does between the start of training and its first step (``fit_start``), between
-    steps and epochs, and the callbacks' end of training (``train_end``, up to :class:`EpochEndDone`)."""
+    it), Keras's setup from the call of ``fit`` (:meth:`fit_called`) to the start of training
+    (``keras_setup``), what it does between the start of training and its first step (``fit_start``),
+    between steps and epochs, the callbacks' end of training (``train_end``, up to :class:`EpochEndDone`)
+    and Keras's end from there until ``fit`` returns (:meth:`fit_returned`: ``keras_end``, which
+    includes the release of the training stream's iterator). Every second of ``fit`` then has a name."""
 
     def __init__(self, stopwatch: timing.Stopwatch):
         super().__init__()
@@ -203,9 +206,22 @@ class StepTimes(keras.callbacks.Callback):
         self.epoch_end_start = 0.0
         self.epoch_end_done: float | None = None
         self.train_end_start = 0.0
+        self.train_end_done: float | None = None
+        self._fit_called: float | None = None
+
+    def fit_called(self) -> None:
+        """Call right before ``model.fit``."""
+        self._fit_called = time.perf_counter()
+
+    def fit_returned(self) -> None:
+        """Call right after ``model.fit`` returns."""
+        if self.train_end_done is not None:
+            self.stopwatch.add("keras_end", time.perf_counter() - self.train_end_done)
 
     def on_train_begin(self, logs=None):
         self._train_begin = time.perf_counter()
+        if self._fit_called is not None:
+            self.stopwatch.add("keras_setup", self._train_begin - self._fit_called)
 
     def on_train_end(self, logs=None):  # the callbacks' end of training (TensorBoard's writer closes)
         self.train_end_start = time.perf_counter()
@@ -239,7 +255,8 @@ class EpochEndDone(keras.callbacks.Callback):
         self.start = start
 
     def on_train_end(self, logs=None):
-        self.start.stopwatch.add("train_end", time.perf_counter() - self.start.train_end_start)
+        self.start.train_end_done = time.perf_counter()
+        self.start.stopwatch.add("train_end", self.start.train_end_done - self.start.train_end_start)
 
     def on_epoch_end(self, epoch, logs=None):
         self.start.epoch_end_done = time.perf_counter()

@@ -8,7 +8,8 @@ Run directory after ``fit``::
     last.weights.h5     classifier weights after the last completed epoch
     history.csv         one row per epoch: every loss term, accuracy, learning rate, val metrics
     tb/                 TensorBoard (one run): described scalars per epoch (step = epoch, from 1), titled
-                        attention panels (Distiller); hparams and final scores when the caller adds them
+                        attention panels (Distiller, four epochs: ``board.panel_epochs``); hparams and
+                        final scores when the caller adds them
     done.json           written last; a run with it returns at once
 
 Killed at any moment (SIGKILL included), the same call resumes from the last backup (epoch, weights and
@@ -179,8 +180,10 @@ def fit(
     start = time.time()
     try:
         with collections_timed(watch):
+            steps.fit_called()
             model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                       callbacks=callbacks, verbose=verbose, shuffle=False)
+            steps.fit_returned()
     except cb.TrainingDiverged as e:
         cb.write_json(out / "diverged.json", {"message": str(e), "time": time.time()})
         raise

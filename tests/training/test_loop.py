@@ -210,6 +210,16 @@ def test_tensorboard_tags_descriptions_epochs_from_one_and_titled_attention_imag
         assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
 
 
+def test_attention_panels_at_four_evenly_spaced_epochs_ending_with_the_last():
+    from ird_tf.training.board import panel_epochs
+
+    assert panel_epochs(8, 4) == {2, 4, 6, 8}
+    assert panel_epochs(20, 4) == {5, 10, 15, 20}
+    assert panel_epochs(3, 4) == {1, 2, 3}  # a short run: every epoch
+    assert panel_epochs(5, 4) == {1, 2, 4, 5}  # round(1.25), round(2.5) (to even), round(3.75), 5
+    assert panel_epochs(8, 0) == set()
+
+
 def test_panel_titles_name_true_class_map_class_and_both_probabilities():
     names = ["NC", "G3", "G4", "G5"]
     p_teacher = np.array([[0.1, 0.7, 0.1, 0.1]])

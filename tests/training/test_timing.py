@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -53,15 +55,23 @@ def test_fit_times_every_step_validation_recalibration_and_epoch_end(tmp_path):
     x, y = rng.normal(size=(24, 4)).astype(np.float32), rng.integers(0, 2, 24).astype(np.int32)
     data = tf.data.Dataset.from_tensor_slices(({"hr": x}, y))
     sw = Stopwatch()
+    t0 = time.perf_counter()
     fit(model, data.repeat().batch(8), data.batch(8), run_dir=tmp_path, epochs=3, steps_per_epoch=2,
         num_classes=2, val_input_key="hr", verbose=0, calibration_ds=data.batch(8), stopwatch=sw)
+    wall = time.perf_counter() - t0
     assert len(sw.calls["train_step"]) == 3 * 2 and len(sw.calls["fit_start"]) == 1
     assert len(sw.calls["restore"]) == 1 and len(sw.calls["train_end"]) == 1
+    assert len(sw.calls["keras_setup"]) == 1 and len(sw.calls["keras_end"]) == 1
     assert len(sw.calls["between_steps"]) == 3 * (2 - 1) and len(sw.calls["between_epochs"]) == 3 - 1
     assert len(sw.calls["validation"]) == len(sw.calls["recalibration"]) == len(sw.calls["epoch_end"]) == 3
     for validation, recalibration, epoch_end in zip(sw.calls["validation"], sw.calls["recalibration"],
                                                     sw.calls["epoch_end"], strict=True):
         assert 0 < validation + recalibration <= epoch_end  # both happen inside the epoch's end
+    # every second of the run has a name: the phases are disjoint and cover nearly all of it (what is
+    # left: building the callbacks, reading the history)
+    named = sum(sw.total(n) for n in ("restore", "keras_setup", "fit_start", "train_step", "between_steps",
+                                      "between_epochs", "epoch_end", "train_end", "keras_end", "finish"))
+    assert 0.9 * wall <= named <= wall
 
 
 def test_garbage_collections_inside_the_block_are_timed_by_generation():

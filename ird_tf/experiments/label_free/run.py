@@ -1,5 +1,5 @@
 """Running the label-free study: the unlabeled sets written, every planned run trained or reused, the
-tables and plot rewritten after each run trained."""
+tables rewritten after each run trained, tables and figures at the end."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def say(msg: str) -> None:
 
 def run_study(base: ExperimentConfig, settings: LabelFreeConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
-    """Runs (or reuses) every planned run, rewriting tables and plot after each one trained and at the
-    end; 0 when all finished."""
+    """Runs (or reuses) every planned run, rewriting the tables after each one trained and tables and
+    figures at the end; 0 when all finished."""
     from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     start = time.time()
@@ -39,7 +39,7 @@ def run_study(base: ExperimentConfig, settings: LabelFreeConfig, *, command: str
 
     def after(_p, reused: bool, _tag: str) -> None:
         if not reused:
-            write_outputs(base, settings, planned, n_train, results_dir, out_name, header)
+            write_outputs(base, settings, planned, n_train, results_dir, out_name, header, figures=False)
 
     study.run_all(planned, splits, strategy, say=say, start=start, header=header, after=after)
     md, _, _ = write_outputs(base, settings, planned, n_train, results_dir, out_name, header)

@@ -75,10 +75,11 @@ def paired(records: list[dict]) -> tuple[str, dict]:
 
 
 def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: list[Planned], n_train: int,
-                  results_dir: Path, out_name: str, header: dict) -> tuple[Path, Path, Path]:
+                  results_dir: Path, out_name: str, header: dict, *, figures: bool = True
+                  ) -> tuple[Path, Path, Path | None]:
     """``<out_name>.md``, ``.csv`` and ``.png`` under ``results_dir`` (each atomically replaced), and
     ``<out_name>_paired.png`` (paired differences against the labeled ``alone`` and ``fm``) when one of
-    them is a reference with a finished pair."""
+    them is a reference with a finished pair; the figures only when ``figures`` is set."""
     from ird_tf.evaluation.metrics import format_table
 
     records = collect(base, settings, planned, n_train)
@@ -122,7 +123,7 @@ def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: li
             row[label] = r["summary"].get(k)
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
-    md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png",
+    md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png" if figures else None,
                           f"Label-free distillation `{settings.name}`: paired differences per magnification")
 
     buf = io.StringIO()
@@ -142,8 +143,10 @@ def write_outputs(base: ExperimentConfig, settings: LabelFreeConfig, planned: li
         writer.writerow(row)
 
     md_path, csv_path = study.write_outputs(results_dir, out_name, {".md": md, ".csv": buf.getvalue()})
-    png_path = plot_curves(csv_path, results_dir / f"{out_name}.png",
-                           title=f"Label-free distillation `{settings.name}` (fixed step budget)")
+    png_path = None
+    if figures:
+        png_path = plot_curves(csv_path, results_dir / f"{out_name}.png",
+                               title=f"Label-free distillation `{settings.name}` (fixed step budget)")
     return md_path, csv_path, png_path
 
 

@@ -84,7 +84,7 @@ def time_lines(header: dict, elapsed: float) -> list[str]:
         f"= {t['invocation'] / max(t['compute'], 1e-9):.2f}). The rest: first calls (tracing) "
         f"{m('first_calls')}, epoch ends without validation (checkpoints, backup, TensorBoard) "
         f"{m('epoch_end')}, runs' setup (data, models, teacher, scoring files) {m('setup')}, outside the "
-        f"runs (process start, input checks, reused runs, tuning candidates, localisation, tables) "
+        f"runs (process start, input checks, reused runs, localisation, tables) "
         f"{m('outside')}",
     ]
 
@@ -149,13 +149,14 @@ def paired_section(groups: list[tuple[str, dict[str, dict], dict | None]], *,
     return "\n".join(lines) + "\n", {k: v for k, v in panels.items() if v}
 
 
-def add_paired(md: str, paired: tuple[str, dict], figure: Path, title: str) -> str:
+def add_paired(md: str, paired: tuple[str, dict], figure: Path | None, title: str) -> str:
     """A study table's Markdown followed by its paired section (:func:`paired_section`'s result), and
-    the paired figure written to ``figure`` when there are panels."""
+    the paired figure written to ``figure`` when there are panels (None: no figure, as in the tables a
+    study rewrites after each run; drawing costs about a second)."""
     paired_md, panels = paired
     if paired_md:
         md += "\n" + paired_md
-    if panels:
+    if panels and figure is not None:
         from ird_tf.evaluation.paired import plot_paired
 
         plot_paired(figure, panels, title=title)

@@ -67,19 +67,25 @@ def measure_costs(base: ExperimentConfig, sweep: SweepConfig, num_classes: int) 
     return out
 
 
-def tuned_trainer(base: ExperimentConfig, sweep: SweepConfig):
+def tuned_trainer(base: ExperimentConfig, sweep: SweepConfig, header: dict):
     """The task of a ``tuned`` run: its grid tuned on the validation split (the candidates trained or
     reused, scored on validation only; the record shared with ``python -m ird_tf.experiments.tune``),
-    then the chosen candidate scored on the test split, after the choice."""
+    then the chosen candidate scored on the test split, after the choice. The timing of every candidate
+    trained here but the chosen one (which the study counts as the run) goes to ``header["timings"]``,
+    so the header's compute holds the whole grid."""
 
     def train(p: Planned, splits, strategy):
-        from ird_tf.runs import run_student
-        from ird_tf.runs.tuning import candidate_config, tune
+        from ird_tf.runs import read_result, run_student, student_dir
+        from ird_tf.runs.tuning import candidate_config, grid_points, tune
 
         method = sweep.methods[p.method]
         cfg = run_config(base, sweep, p.mag, p.method, p.seed)
+        dirs = [student_dir(candidate_config(cfg, w)) for w in grid_points(method.tuning_grid)]
+        new = [d for d in dirs if read_result(d) is None]
         _, record = tune(cfg, splits, strategy, method.tuning_grid, before_each=study.prepare_run)
         chosen = candidate_config(cfg, record["choice"]["weights"])
+        timings = (read_result(d).timing for d in new if d != student_dir(chosen))
+        header.setdefault("timings", []).extend(t for t in timings if t)
         study.prepare_run(chosen)
         result, _ = run_student(chosen, splits, strategy)
         return result
@@ -89,7 +95,8 @@ def tuned_trainer(base: ExperimentConfig, sweep: SweepConfig):
 
 def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
-    """Runs (or reuses) every planned run and rewrites the tables after each; 0 when all finished."""
+    """Runs (or reuses) every planned run, rewriting the tables after each (the figure at the end); 0
+    when all finished."""
     from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     start = time.time()
@@ -115,10 +122,10 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
             if not cached:
                 say(f"run {tag}: localisation energy {scores['energy_inside']:.3f}, pointing "
                     f"{scores['pointing_game']:.3f} (n={scores['n']})")
-        write_tables(base, sweep, planned, results_dir, out_name, header, costs)
+        write_tables(base, sweep, planned, results_dir, out_name, header, costs, figures=False)
 
     study.run_all(list(planned), splits, strategy, say=say, start=start, header=header, after=after,
-                  trainers={"tuned": tuned_trainer(base, sweep)})
+                  trainers={"tuned": tuned_trainer(base, sweep, header)})
     md, _ = write_tables(base, sweep, planned, results_dir, out_name, header, costs)
     say(f"finished in {study.fmt_time(time.time() - start)}: {header['trained']} trained, "
         f"{header['reused']} reused, {len(header['failed'])} failed; table {md}")

@@ -93,10 +93,11 @@ def paired(records: list[dict]) -> tuple[str, dict]:
 
 
 def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned], results_dir: Path,
-                 out_name: str, header: dict, costs: dict[tuple, dict] | None) -> tuple[Path, Path]:
+                 out_name: str, header: dict, costs: dict[tuple, dict] | None, *, figures: bool = True
+                 ) -> tuple[Path, Path]:
     """``<results_dir>/<out_name>.md`` and ``.csv`` from the finished runs (atomically replaced), and
     ``<out_name>_paired.png`` (paired differences against ``alone`` and ``fm``) when the sweep has one of
-    them and a finished pair."""
+    them and a finished pair and ``figures`` is set."""
     from ird_tf.evaluation.metrics import format_table
 
     records = collect(base, sweep, planned, costs)
@@ -151,7 +152,7 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
             row["params"] = r["params"]
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
-    md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png",
+    md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png" if figures else None,
                           f"Sweep `{out_name.removeprefix('sweep_')}`: paired differences per magnification")
 
     buf = io.StringIO()

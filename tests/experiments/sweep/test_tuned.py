@@ -102,6 +102,8 @@ def test_tiny_sweep_tunes_then_reports_the_choice_next_to_the_fixed_methods(tmp_
     test_kappa = read_result(chosen).metrics["test"]["kappa"]
     row = next(line for line in md.splitlines() if line.startswith("| 2.5x | tuned |"))
     assert f"{test_kappa:.3f}" in row
+    # the header's compute counts every run trained: the teacher, alone and both candidates
+    assert "the train and eval steps of the 4 runs it trained" in md
 
     # the same sweep again: every run (and every candidate) reused
     assert main(["--config", str(config)]) == 0
