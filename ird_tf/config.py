@@ -21,8 +21,11 @@ from ird_tf.terms import TERM_NAMES
 MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
-# <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger)
-NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)))
+# <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger);
+# vgg_tiny_keep<k>_w<p>: the same with every stage p % as wide (FLOPs about (p/100)**2 of it)
+NARROW_WIDTHS = (50, 75)
+NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)),
+                    *(f"vgg_tiny_keep{k}_w{p}" for k in (1, 2, 3) for p in NARROW_WIDTHS))
 BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
 BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,
@@ -379,6 +382,15 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         for part in (self.data, self.model, self.loss, self.optim, self.run):
             part.validate()
+        widths = {width_percent(self.model.backbone), width_percent(self.model.student)}
+        feature_terms = [t for t in ("fm", "fmap") if getattr(self.loss, t)]
+        if len(widths) > 1 and feature_terms:
+            off = " and ".join(f"loss.{t}=0" for t in feature_terms)
+            raise ConfigError(
+                f"loss {feature_terms} compare the Student's features with the Teacher's channel by channel; "
+                f"model.student_backbone={self.model.student!r} is {width_percent(self.model.student)} % as "
+                f"wide as model.backbone={self.model.backbone!r}: set {off} (AT+, KD and CE need no matching "
+                "channels) or use a full-width student")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -399,6 +411,12 @@ class ExperimentConfig:
             return cls.from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"config file {path}: {e}") from e
+
+
+def width_percent(backbone: str) -> int:
+    """A backbone's width against its family's (``vgg_tiny_keep3_w50``: 50; the others 100)."""
+    head, _, tail = backbone.rpartition("_w")
+    return int(tail) if head and tail.isdigit() else 100
 
 
 def _plain(x: Any) -> Any:

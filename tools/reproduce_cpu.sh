@@ -46,6 +46,7 @@ queue_b() {
   timed B $PY -m ird_tf.experiments.plot_ablation $OUT/sweep_ablation_norm_cpu.csv
   timed B $PY -m ird_tf.experiments.label_free --config experiments/configs/label_free_cpu.yaml --seeds 1
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
+  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_budget_cpu.yaml
 }
 
 start=$SECONDS

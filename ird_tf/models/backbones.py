@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from ird_tf.config import BACKBONE_REVISIONS
+from ird_tf.config import BACKBONE_REVISIONS, NARROW_WIDTHS
 from ird_tf.errors import ConfigError
 
 # Keras' caffe-style ImageNet mean, in BGR order (``keras.applications.imagenet_utils``).
@@ -165,7 +165,8 @@ _REGISTRY: dict[str, Backbone] = {
 # Native students that keep the grid: ``<vgg>_keep<k>`` leaves out the first k max-pools, so a student
 # reading an image 2**k times smaller (k = log2 of the factor) has the Teacher's feature grid (FM and AT+
 # need no resizing); smaller k trades grid for FLOPs. Same layer names as the base VGG: ImageNet weights
-# and trained classifiers' convolutions copy in by name.
+# and trained classifiers' convolutions copy in by name. ``vgg_tiny_keep<k>_w<p>``: every stage p % as wide
+# (the Teacher's FLOPs budget at 1.25x leaves room for the full grid only at half width).
 for _k in range(1, len(VGG_TINY_STAGES)):
     _REGISTRY[f"vgg_tiny_keep{_k}"] = Backbone(
         f"vgg_tiny_keep{_k}", "tf", lambda x, k=_k: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True, keep=k),
@@ -176,6 +177,13 @@ for _k in range(1, len(VGG16_STAGES)):
         f"vgg16_keep{_k}", "caffe", lambda x, k=_k: _vgg_stack(x, VGG16_STAGES, keep=k),
         _vgg_head(VGG16_STAGES), _reference(keras.applications.VGG16),
     )
+for _k in range(1, len(VGG_TINY_STAGES)):
+    for _p in NARROW_WIDTHS:
+        _stages = tuple((width * _p // 100, convs) for width, convs in VGG_TINY_STAGES)
+        _REGISTRY[f"vgg_tiny_keep{_k}_w{_p}"] = Backbone(
+            f"vgg_tiny_keep{_k}_w{_p}", "tf",
+            lambda x, k=_k, s=_stages: _vgg_stack(x, s, batch_norm=True, keep=k), _vgg_head(_stages), None,
+        )
 BACKBONES = tuple(_REGISTRY)
 
 

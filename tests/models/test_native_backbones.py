@@ -119,3 +119,29 @@ def test_distiller_step_with_matching_grids():
     assert history["fm"][0] > 0 and history["at"][0] > 0
     after = student.trainable_weights
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize(("k", "p"), [(3, 50), (2, 75), (1, 50)])
+def test_narrow_keep_grid_students_flops_by_hand(k, p):
+    """vgg_tiny_keep<k>_w<p>: every stage p % as wide, the grid of keep<k>; MACs worked by hand."""
+    widths = [8 * p // 100, 16 * p // 100, 32 * p // 100, 64 * p // 100]
+    model = build_classifier(f"vgg_tiny_keep{k}_w{p}", 4)
+    assert grid(model, 16) == grid(build_classifier(f"vgg_tiny_keep{k}", 4), 16)
+    assert model.get_layer("features").output.shape[-1] == widths[-1]
+    cins = [3, *widths[:-1]]
+    per_stage = [9 * (c * w + w * w) for c, w in zip(cins, widths, strict=True)]
+    sides = [16, 16, 16, 16]  # a stage's side at 16 px: halved after each pool that is kept
+    for s in range(1, 4):
+        sides[s] = sides[s - 1] // (2 if s + 1 > 1 + k else 1)
+    expected = sum(side * side * m for side, m in zip(sides, per_stage, strict=True)) + widths[-1] * 4
+    assert sum(count_macs(model, 16).values()) == expected
+
+
+def test_feature_terms_need_the_teachers_width():
+    cfg = ExperimentConfig()
+    cfg.data.student_mag, cfg.data.mode = 1.25, "native"
+    cfg.model.student_backbone = "vgg_tiny_keep3_w50"
+    with pytest.raises(ConfigError, match=r"loss \['fm'\].*vgg_tiny_keep3_w50.*50 % as wide.*loss.fm=0"):
+        cfg.validate()
+    cfg.loss.fm = 0.0
+    assert cfg.validate() is cfg  # AT+ (maps) and CE need no matching channels

@@ -60,6 +60,9 @@ class Method:
     student_backbone: str | None = None
     # kind tuned: the weights tried per distillation term (None: tune's default grid)
     grid: dict[str, tuple[float, ...]] | None = None
+    # the student's epochs (None: the preset's optim.epochs); a native Student's epoch costs a fraction
+    # of an upsampled one's, so it can train longer for the same training compute
+    epochs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "loss": dict(self.loss)}
@@ -69,6 +72,8 @@ class Method:
             d["student_backbone"] = self.student_backbone
         if self.grid is not None:
             d["grid"] = {k: [float(v) for v in vs] for k, vs in self.grid.items()}
+        if self.epochs is not None:
+            d["epochs"] = int(self.epochs)
         return d
 
     @property
@@ -194,7 +199,7 @@ def loss_settings(key: str, value: Any) -> dict[str, Any]:
 
 
 def parse_methods(value: Any) -> dict[str, Method]:
-    """``{name: {kind, loss, mode, student_backbone, grid}}``, or a list of built-in method names
+    """``{name: {kind, loss, mode, student_backbone, grid, epochs}}``, or a list of built-in method names
     (alone, fm, fm_at, kd, tuned)."""
     builtin = builtin_methods()
     if isinstance(value, list):
@@ -211,10 +216,10 @@ def parse_methods(value: Any) -> dict[str, Method]:
         spec = {} if spec is None else spec
         if not isinstance(spec, dict):
             raise ConfigError(f"{key}={spec!r}: expected a mapping with 'kind' and/or 'loss'")
-        unknown = sorted(set(spec) - {"kind", "loss", "mode", "student_backbone", "grid"})
+        known = ["kind", "loss", "mode", "student_backbone", "grid", "epochs"]
+        unknown = sorted(set(spec) - set(known))
         if unknown:
-            raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in unknown]}; "
-                              "known: ['kind', 'loss', 'mode', 'student_backbone', 'grid']")
+            raise ConfigError(f"unknown setting(s) {[f'{key}.{k}' for k in unknown]}; known: {known}")
         kind = spec.get("kind", "distill")
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind={kind!r} is not accepted; expected one of {list(KINDS)}")
@@ -235,7 +240,11 @@ def parse_methods(value: Any) -> dict[str, Method]:
         if backbone is not None and backbone not in (*BACKBONES, KEEP_GRID):
             raise ConfigError(f"{key}.student_backbone={backbone!r} is not accepted; expected one of "
                               f"{[*BACKBONES, KEEP_GRID]}")
-        out[str(name)] = Method(kind, dict(loss), mode, backbone, grid)
+        epochs = spec.get("epochs")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ConfigError(f"{key}.epochs={epochs!r}: expected a whole number >= 1 (or leave it out: "
+                              "the preset's optim.epochs)")
+        out[str(name)] = Method(kind, dict(loss), mode, backbone, grid, epochs)
     return out
 
 
@@ -281,13 +290,19 @@ def run_config(base: ExperimentConfig, sweep: SweepConfig, mag: float, method: s
         data=data,
         model=replace(base.model, student_backbone=backbone),
         loss=m.loss_config(base.loss),
-        optim=base.optim,
+        optim=base.optim if m.epochs is None else replace(base.optim, epochs=int(m.epochs)),
         run=replace(base.run, seed=int(seed), name=None),
     ).validate()
 
 
 def describe(method: Method, base: LossConfig) -> str:
-    """``CE + 0.1 FM + 10 AT+ (AT: minmax norm, l2 distance, ...)`` — for the table header."""
+    """``CE + 0.1 FM + 10 AT+ (AT: minmax norm, l2 distance, ...)`` — for the table header; a method's own
+    number of epochs follows (``..., 40 epochs``)."""
+    text = _describe_loss(method, base)
+    return text if method.epochs is None else f"{text}, {method.epochs} epochs"
+
+
+def _describe_loss(method: Method, base: LossConfig) -> str:
     if method.kind == "alone":
         return "student trained alone, CE only"
     if method.kind == "tuned":

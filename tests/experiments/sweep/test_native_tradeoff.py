@@ -54,3 +54,24 @@ def test_tradeoff_plot_writes_png(tmp_path):
     with pytest.raises(Exception, match="columns"):
         (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
         plot_tradeoff(tmp_path / "bad.csv")
+
+
+def test_a_method_may_train_its_own_number_of_epochs():
+    from ird_tf.config import ExperimentConfig
+    from ird_tf.experiments.sweep.config import describe, run_config
+
+    methods = parse_methods({"long": {"kind": "alone", "student_backbone": "vgg_tiny_keep1", "epochs": 40},
+                             "short": {"kind": "alone", "student_backbone": "vgg_tiny_keep1"}})
+    assert methods["long"].epochs == 40 and methods["short"].epochs is None
+    assert SweepConfig.from_dict(SweepConfig(methods=methods).to_dict()).methods == methods
+    base = ExperimentConfig()
+    sweep = SweepConfig(magnifications=(1.25,), methods=methods, seeds=(22,), mode="native")
+    assert run_config(base, sweep, 1.25, "long", 22).optim.epochs == 40
+    assert run_config(base, sweep, 1.25, "short", 22).optim.epochs == base.optim.epochs
+    # its own run: the epochs are part of the run's identity
+    runs = {p.method: p.run_dir for p in plan(base, sweep) if p.kind != "teacher"}
+    assert runs["long"] != runs["short"]
+    assert describe(methods["long"], base.loss).endswith(", 40 epochs")
+    for bad in (0, 2.5, "40", True):
+        with pytest.raises(ConfigError, match=r"sweep.methods.g.epochs=.*whole number >= 1"):
+            parse_methods({"g": {"kind": "alone", "epochs": bad}})

@@ -207,7 +207,8 @@ def committed(name: str):
 
 
 @pytest.mark.parametrize("name", ["sweep_cpu.yaml", "native_tradeoff_cpu.yaml", "tuned_cpu.yaml",
-                                  "ablation_norm_cpu.yaml", "ablation_maps_cpu.yaml"])
+                                  "ablation_norm_cpu.yaml", "ablation_maps_cpu.yaml",
+                                  "native_budget_cpu.yaml"])
 def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
     base, s = committed(name)
     main_base, main = committed("sweep_cpu.yaml")
@@ -221,6 +222,12 @@ def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
         assert s.mode == "native" and s.measures_cost and s.seeds == main.seeds
         upsampled = {p.run_dir for p in plan(base, s) if p.method in ("alone", "up_fm_at")}
         assert upsampled <= {p.run_dir for p in plan(main_base, main)}  # the main sweep's Students
+    if name == "native_budget_cpu.yaml":
+        _, tradeoff = committed("native_tradeoff_cpu.yaml")
+        runs = {p.method: p.run_dir for p in plan(base, s) if p.seed == 22}
+        reused = {p.run_dir for p in plan(main_base, main)} | {p.run_dir for p in plan(base, tradeoff)}
+        assert {runs["alone"], runs["keep1_alone"], runs["grid_alone"]} <= reused
+        assert runs["keep1_e32"] not in reused and s.methods["keep1_e32"].epochs == 32
     if name == "tuned_cpu.yaml":
         assert list(s.methods) == ["alone", "fm", "fm_at", "tuned"] and s.seeds == main.seeds
         fixed = {p.run_dir for p in plan(base, s) if p.method != "tuned"}
