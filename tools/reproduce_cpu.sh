@@ -30,14 +30,14 @@ timed() {  # timed QUEUE COMMAND...: run, record "queue<TAB>seconds<TAB>command"
   printf '%s\t%s\t%s\n' "$queue" "$((SECONDS - start))" "${*/#$PY/python}" >> "$TIMES/times.tsv"
 }
 
-# The queues are balanced by their measured times: the main sweep and the native study (which reuses the
-# sweep's upsampled Students) in A; the ablations, label-free and the tuned study in B.
+# Queue A: the main sweep, its attention figures and the tuned study (which reuses the sweep's fixed-
+# weight Students); queue B: the ablations, label-free and the native studies (which reuse the sweep's
+# upsampled Students). Each queue takes about half of the whole when both share the machine.
 queue_a() {
   timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/sweep_cpu.yaml
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 2.5
   timed A $PY -m ird_tf.experiments.figure_attention --config experiments/configs/sweep_cpu.yaml --res 1.25
-  timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
-  timed A $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
+  timed A $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
 }
 
 queue_b() {
@@ -45,7 +45,8 @@ queue_b() {
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/ablation_norm_cpu.yaml --seeds 1
   timed B $PY -m ird_tf.experiments.plot_ablation $OUT/sweep_ablation_norm_cpu.csv
   timed B $PY -m ird_tf.experiments.label_free --config experiments/configs/label_free_cpu.yaml --seeds 1
-  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/tuned_cpu.yaml
+  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
+  timed B $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_budget_cpu.yaml
 }
 

@@ -110,7 +110,19 @@ def evaluation_dataset(
         views = {"hr": hr, "lr": view.from_high(hr)}
         return (views, y) if labeled else views
 
-    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _prefetched(ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def _prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The end of every pipeline here: prefetch, and tf.data's autotuning thread switched off. That thread
+    (one per iterator) sleeps between its optimisations for up to a minute, and destroying the iterator
+    waits for the sleep to end: measured in the main sweep, the main thread blocked 10 to 36 s at the end
+    of about one run in four, in ``RootDataset::Iterator``'s destructor, while the ``tf_data_model``
+    thread waited in ``Model::OptimizeLoop`` (TF 2.21). Without it, a parallel map runs as many calls as
+    the machine has cores and the prefetch buffer sizes itself."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def training_dataset(
@@ -163,7 +175,7 @@ def training_dataset(
 
     ds = ds.enumerate(start=skipped).map(with_uniforms, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _prefetched(ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def make_dataset(table: pd.DataFrame, *, image_size: int, factor: int, mode: str = "upsampled",

@@ -239,6 +239,15 @@ def test_training_repeats_with_a_fixed_batch(rgb32):
     assert len(list(ds.take(3 * steps))) == 3 * steps
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_no_autotuning_thread_whose_sleep_the_iterator_end_would_wait_for(rgb32, training):
+    """tf.data's autotuning thread made destroying an iterator wait up to a minute (see
+    ``pipeline._prefetched``): every pipeline switches it off, and still yields its batches."""
+    ds = make_dataset(rgb32, image_size=32, factor=2, batch_size=4, training=training, augment=NO_AUG)
+    assert ds.options().autotune.enabled is False
+    assert len(list(ds.take(2))) == 2
+
+
 @pytest.mark.parametrize("balanced", [False, True])
 def test_a_stream_started_later_is_the_same_stream(rgb32, balanced):
     """``start_batch=k`` yields what the stream from 0 yields after k batches (shuffles, class draws and
