@@ -135,7 +135,9 @@ def test_second_order_gradient_reaches_every_variable(cases):
     compiled = tf.function(lambda: _at_grads(model, images, teacher_maps, second_order=True))()
     for v, g in zip(variables, compiled, strict=True):
         if v is not head.bias:
-            np.testing.assert_allclose(g, second[id(v)], rtol=1e-4, atol=1e-7)
+            # atol 1e-6: compiled and eager sum float32 terms in other orders (a fresh CI clone saw
+            # 1.1e-7 on an element of 1e-4); the gradients themselves are of order 1e-2
+            np.testing.assert_allclose(g, second[id(v)], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("weighting", ["positive", "gradcam_pp"])
