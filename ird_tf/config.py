@@ -23,9 +23,9 @@ SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
 # <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger);
 # vgg_tiny_keep<k>_w<p>: the same with every stage p % as wide (FLOPs about (p/100)**2 of it)
-NARROW_WIDTHS = (50, 75)
+NARROW_BACKBONES = {f"vgg_tiny_keep{k}_w{p}": (k, p) for k in (1, 2, 3) for p in (50, 75)}  # name: (k, p)
 NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)),
-                    *(f"vgg_tiny_keep{k}_w{p}" for k in (1, 2, 3) for p in NARROW_WIDTHS))
+                    *NARROW_BACKBONES)
 BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
 BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,
@@ -415,8 +415,7 @@ class ExperimentConfig:
 
 def width_percent(backbone: str) -> int:
     """A backbone's width against its family's (``vgg_tiny_keep3_w50``: 50; the others 100)."""
-    head, _, tail = backbone.rpartition("_w")
-    return int(tail) if head and tail.isdigit() else 100
+    return NARROW_BACKBONES.get(backbone, (0, 100))[1]
 
 
 def _plain(x: Any) -> Any:

@@ -2,8 +2,8 @@
 # Every table and figure of experiments/results/ on the synthetic benchmark (cpu preset), in two queues
 # that share the machine (a 2-core CPU: about one core each). Runs that two commands need (the teachers,
 # the main sweep's students that the ablations, label-free and tuned studies compare with) are trained
-# once: a run directory is locked by the process training it and the other one waits and reuses it. Finished runs are reused when this is
-# started again, so a stopped reproduction resumes.
+# once: a run directory is locked by the process training it and the other one waits and reuses it.
+# Finished runs are reused when this is started again, so a stopped reproduction resumes.
 #
 #   bash tools/reproduce_cpu.sh            (or: make reproduce)
 #

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from ird_tf.config import BACKBONE_REVISIONS, NARROW_WIDTHS
+from ird_tf.config import BACKBONE_REVISIONS, NARROW_BACKBONES
 from ird_tf.errors import ConfigError
 
 # Keras' caffe-style ImageNet mean, in BGR order (``keras.applications.imagenet_utils``).
@@ -177,13 +177,12 @@ for _k in range(1, len(VGG16_STAGES)):
         f"vgg16_keep{_k}", "caffe", lambda x, k=_k: _vgg_stack(x, VGG16_STAGES, keep=k),
         _vgg_head(VGG16_STAGES), _reference(keras.applications.VGG16),
     )
-for _k in range(1, len(VGG_TINY_STAGES)):
-    for _p in NARROW_WIDTHS:
-        _stages = tuple((width * _p // 100, convs) for width, convs in VGG_TINY_STAGES)
-        _REGISTRY[f"vgg_tiny_keep{_k}_w{_p}"] = Backbone(
-            f"vgg_tiny_keep{_k}_w{_p}", "tf",
-            lambda x, k=_k, s=_stages: _vgg_stack(x, s, batch_norm=True, keep=k), _vgg_head(_stages), None,
-        )
+for _name, (_k, _p) in NARROW_BACKBONES.items():
+    _stages = tuple((width * _p // 100, convs) for width, convs in VGG_TINY_STAGES)
+    _REGISTRY[_name] = Backbone(
+        _name, "tf", lambda x, k=_k, s=_stages: _vgg_stack(x, s, batch_norm=True, keep=k), _vgg_head(_stages),
+        None,
+    )
 BACKBONES = tuple(_REGISTRY)
 
 
