@@ -24,8 +24,11 @@ MODES = ("upsampled", "native")
 # <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger);
 # vgg_tiny_keep<k>_w<p>: the same with every stage p % as wide (FLOPs about (p/100)**2 of it)
 NARROW_BACKBONES = {f"vgg_tiny_keep{k}_w{p}": (k, p) for k in (1, 2, 3) for p in (50, 75)}  # name: (k, p)
+# vgg_tiny_keep<k>_sep: the same at full width with depthwise-separable convolutions after the first (the
+# grid kept at a fraction of the FLOPs)
+SEPARABLE_BACKBONES = {f"vgg_tiny_keep{k}_sep": k for k in (1, 2, 3)}  # name: k
 NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)),
-                    *NARROW_BACKBONES)
+                    *NARROW_BACKBONES, *SEPARABLE_BACKBONES)
 BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
 BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,

@@ -48,6 +48,7 @@ queue_b() {
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_tradeoff_cpu.yaml
   timed B $PY -m ird_tf.experiments.sweep.tradeoff_plot $OUT/sweep_native_tradeoff_cpu.csv
   timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_budget_cpu.yaml
+  timed B $PY -m ird_tf.experiments.sweep --config experiments/configs/native_long_cpu.yaml
 }
 
 start=$SECONDS

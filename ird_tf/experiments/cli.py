@@ -127,7 +127,9 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
                             "the feature grid: <vgg>_keep<k> leaves out the first k max-pools; k = log2 "
                             "of the factor (vgg_tiny_keep3 at 1.25x from 10x) gives the Teacher's grid; "
                             "vgg_tiny_keep<k>_w50|_w75: every stage half or three quarters as wide "
-                            "(about a quarter or a half of the FLOPs; feature terms need loss.fm=0, fmap=0)")
+                            "(about a quarter or a half of the FLOPs; feature terms need loss.fm=0, fmap=0); "
+                            "vgg_tiny_keep<k>_sep: full width, depthwise-separable convolutions after the "
+                            "first (the grid of keep<k> at a fraction of its FLOPs)")
 
     if student:
         g = p.add_argument_group("loss terms (weight 0 switches a term off)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from ird_tf.config import BACKBONE_REVISIONS, NARROW_BACKBONES
+from ird_tf.config import BACKBONE_REVISIONS, NARROW_BACKBONES, SEPARABLE_BACKBONES
 from ird_tf.errors import ConfigError
 
 # Keras' caffe-style ImageNet mean, in BGR order (``keras.applications.imagenet_utils``).
@@ -86,7 +86,8 @@ class Backbone:
 
 
 def _vgg_stack(
-    x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False, keep: int = 0
+    x: Tensor, stages: tuple[tuple[int, int], ...], batch_norm: bool = False, keep: int = 0,
+    separable: bool = False,
 ) -> Tensor:
     """VGG conv stack up to the last convolution, *before* its ReLU and before the last max-pool.
 
@@ -97,12 +98,15 @@ def _vgg_stack(
     the tap is then the last BatchNorm's output, still before the ReLU.
     ``keep`` (native students): the first ``keep`` max-pools are left out, so the feature grid is
     ``2**keep`` times larger on each side; the convolutions keep their names and weights.
+    ``separable``: every convolution after the first is depthwise-separable (a 3x3 per channel, then a
+    1x1 across them: about ``1/9 + 1/width`` of the multiply-adds), same names, other weights.
     """
     for s, (width, convs) in enumerate(stages, start=1):
         if s > 1 + keep:
             x = layers.MaxPooling2D(2, padding="same", name=f"block{s - 1}_pool")(x)
         for c in range(1, convs + 1):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=f"block{s}_conv{c}")(x)
+            conv = layers.SeparableConv2D if separable and (s, c) != (1, 1) else layers.Conv2D
+            x = conv(width, 3, padding="same", use_bias=not batch_norm, name=f"block{s}_conv{c}")(x)
             if batch_norm:
                 # momentum 0.9: the moving statistics must follow runs of a few hundred steps;
                 # synchronized: batch statistics over all replicas, so tf.distribute trains the same model
@@ -182,6 +186,11 @@ for _name, (_k, _p) in NARROW_BACKBONES.items():
     _REGISTRY[_name] = Backbone(
         _name, "tf", lambda x, k=_k, s=_stages: _vgg_stack(x, s, batch_norm=True, keep=k), _vgg_head(_stages),
         None,
+    )
+for _name, _k in SEPARABLE_BACKBONES.items():
+    _REGISTRY[_name] = Backbone(
+        _name, "tf", lambda x, k=_k: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True, keep=k, separable=True),
+        _vgg_head(VGG_TINY_STAGES), None,
     )
 BACKBONES = tuple(_REGISTRY)
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ird_tf.config import BACKBONE_REVISIONS, NATIVE_BACKBONES, ConfigError, ExperimentConfig, LossConfig
 from ird_tf.data.view import InputView
-from ird_tf.evaluation.cost import count_macs
+from ird_tf.evaluation.cost import count_macs, flops_per_image
 from ird_tf.models import build_classifier, get_backbone
 from ird_tf.runs.classifiers import build_for
 from ird_tf.runs.identity import student_dir
@@ -145,3 +145,27 @@ def test_feature_terms_need_the_teachers_width():
         cfg.validate()
     cfg.loss.fm = 0.0
     assert cfg.validate() is cfg  # AT+ (maps) and CE need no matching channels
+
+
+@pytest.mark.parametrize("k", [3, 1])
+def test_separable_keep_grid_students_flops_by_hand(k):
+    """vgg_tiny_keep<k>_sep: full width, every convolution after the first depthwise-separable
+    (3x3 per input channel, then 1x1 across): MACs worked by hand; the grid and the tap's width are
+    keep<k>'s, so FM and AT+ read it as they read keep<k>."""
+    model = build_classifier(f"vgg_tiny_keep{k}_sep", 4)
+    plain = build_classifier(f"vgg_tiny_keep{k}", 4)
+    assert grid(model, 16) == grid(plain, 16)
+    assert model.get_layer("features").output.shape[-1] == 64
+    assert isinstance(model.get_layer("block1_conv1"), keras.layers.Conv2D)
+    assert isinstance(model.get_layer("block4_conv2"), keras.layers.SeparableConv2D)
+    convs = [[(3, 8), (8, 8)], [(8, 16), (16, 16)], [(16, 32), (32, 32)], [(32, 64), (64, 64)]]
+    sides = [16, 16, 16, 16]
+    for s in range(1, 4):
+        sides[s] = sides[s - 1] // (2 if s + 1 > 1 + k else 1)
+    expected = 64 * 4
+    for s, (side, stage) in enumerate(zip(sides, convs, strict=True)):
+        for c, (cin, cout) in enumerate(stage):
+            per_position = 9 * cin * cout if (s, c) == (0, 0) else 9 * cin + cin * cout
+            expected += side * side * per_position
+    assert sum(count_macs(model, 16).values()) == expected
+    assert 2 * expected < flops_per_image(plain, 16) / 5

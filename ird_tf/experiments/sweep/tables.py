@@ -52,7 +52,9 @@ def collect(base: ExperimentConfig, sweep: SweepConfig, planned: list[Planned],
         view = InputView.of(runs[0].cfg.data, kind)
         size = view.size
         backbone = runs[0].cfg.model.backbone if view.is_teacher else runs[0].cfg.model.student
+        optim = runs[0].cfg.optim
         rec = {"magnification": mag, "method": method, "kind": kind, "input_px": size,
+               "epochs": optim.teacher_epochs if view.is_teacher else optim.epochs,
                "mode": "upsampled" if kind == "teacher" else runs[0].cfg.data.mode, "backbone": backbone,
                "seeds_done": len(per_seed), "seeds_planned": len(runs), "summary": summary,
                "by_seed": by_seed, "runs": dirs, "seconds": seconds}
@@ -117,6 +119,9 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         "- Methods: " + "; ".join(f"`{n}` = {describe(m, base.loss)}" for n, m in sweep.methods.items()),
     ]
     mixed = any(m.mode is not None or m.student_backbone is not None for m in sweep.methods.values())
+    # methods trained for different numbers of epochs: each row says its own, and with costs its training
+    # cost in epochs x FLOPs (every run trains on as many images per epoch)
+    by_epochs = any(m.epochs is not None for m in sweep.methods.values())
     if localised:
         lines.append(f"- Localisation (test split, patches with a lesion): share of the true class's "
                      f"{sweep.localisation_weighting} attention energy inside the lesion mask, and "
@@ -124,7 +129,9 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
     if costs is not None:
         lines.append("- Cost: inference images/s (batch 32, compiled call, this machine, measured in the "
                      "sweep process) and FLOPs per image (2 x multiply-adds of the Conv/Dense layers)"
-                     + ("; images/s b1: the same at batch 1; params: parameters" if mixed else ""))
+                     + ("; images/s b1: the same at batch 1; params: parameters" if mixed else "")
+                     + ("; epochs x MFLOPs: training epochs times MFLOPs per image, proportional to the "
+                        "training compute (every run sees as many images per epoch)" if by_epochs else ""))
     choices = tuned_choices(base, sweep, planned)
     if choices:
         lines.append("- Weights chosen on the validation split (tuned methods; records under "
@@ -138,11 +145,13 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         if mixed:
             columns[2:2] = ["mode", "backbone"]
             columns += ["images/s b1", "params"]
+    if by_epochs:
+        columns += ["epochs", "epochs x MFLOPs"] if costs is not None else ["epochs"]
     rows = []
     for r in records:
         row = {"magnification": f"{r['magnification']:g}x", "method": r["method"],
                "seeds": f"{r['seeds_done']}/{r['seeds_planned']}", "input px": r["input_px"],
-               "mode": r["mode"], "backbone": r["backbone"]}
+               "mode": r["mode"], "backbone": r["backbone"], "epochs": r["epochs"]}
         for k, label in metric_keys:
             row[label] = r["summary"].get(k)
         if costs is not None:
@@ -150,6 +159,7 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
             row["MFLOPs/image"] = f"{r['mflops']:.3g}"
             row["images/s b1"] = f"{r['images_per_s_b1']:.0f}"
             row["params"] = r["params"]
+            row["epochs x MFLOPs"] = f"{r['epochs'] * r['mflops']:.3g}"
         rows.append(row)
     md = "\n".join(lines) + "\n\n" + format_table(rows, columns, digits=3) + "\n"
     md = study.add_paired(md, paired(records), results_dir / f"{out_name}_paired.png" if figures else None,
@@ -164,6 +174,8 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
         csv_cols += ["images_per_s", "mflops_per_image"]
         if mixed:
             csv_cols += ["backbone", "images_per_s_b1", "params"]
+    if by_epochs:
+        csv_cols.append("epochs")
     csv_cols.append("runs")
     writer = csv.DictWriter(buf, fieldnames=csv_cols, lineterminator="\n")
     writer.writeheader()
@@ -172,6 +184,8 @@ def write_tables(base: ExperimentConfig, sweep: SweepConfig, planned: list[Plann
                "mode": r["mode"], "input_px": r["input_px"],
                "seeds_done": r["seeds_done"], "seeds_planned": r["seeds_planned"],
                "runs": ";".join(r["runs"])}
+        if by_epochs:
+            row["epochs"] = r["epochs"]
         for k, _ in metric_keys:
             for stat in ("mean", "std"):
                 row[f"{k}_{stat}"] = study.stat_cell(r["summary"].get(k), stat)

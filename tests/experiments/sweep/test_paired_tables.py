@@ -44,3 +44,32 @@ def test_sweep_table_has_paired_differences_against_alone_and_fm(tmp_path):
     assert "| 2.5x | alone | 3 | n/a |" in md
     png = tmp_path / "results" / "sweep_tiny_paired.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_methods_of_different_lengths_show_their_epochs_and_training_cost(tmp_path):
+    """A study whose methods set their own epochs: each row says its epochs and, with costs, epochs x
+    MFLOPs per image (worked by hand below); the teacher row its own epochs."""
+    base = ExperimentConfig()
+    base.run.output_dir = str(tmp_path / "runs")
+    base.data.student_mag, base.data.mode = 1.25, "native"
+    methods = {"alone": Method("alone", {}, mode="upsampled"),
+               "keep1_e32": Method("alone", {}, student_backbone="vgg_tiny_keep1", epochs=32)}
+    sweep = SweepConfig(name="long", magnifications=(1.25,), methods=methods, seeds=(22, 32),
+                        localisation=(), mode="native")
+    planned = plan(base, sweep)
+    for p in planned:
+        p.run_dir.mkdir(parents=True, exist_ok=True)
+        write_result(RunResult(p.run_dir, {"test": {"balanced_accuracy": 0.8, "kappa": 0.8}}, 1.0))
+    cost = {"images_per_s": 100.0, "images_per_s_b1": 10.0, "params": 7}
+    costs = {(128, "vgg_tiny"): {**cost, "mflops": 110.9}, (16, "vgg_tiny_keep1"): {**cost, "mflops": 5.71}}
+    header = {"command": "python -m ird_tf.experiments.sweep --config x.yaml", "commit": "abc1234",
+              "start": time.time()}
+    md_path, csv_path = write_tables(base, sweep, planned, tmp_path / "results", "sweep_long", header, costs,
+                                     figures=False)
+    md = md_path.read_text()
+    assert "| images/s b1 | params | epochs | epochs x MFLOPs |" in md
+    assert "| 10x | teacher |" in md and "| 100 | 111 | 10 | 7 | 20 | 2.22e+03 |" in md  # 20 x 110.9
+    assert "| 1.25x | alone |" in md and "| 7 | 8 | 887 |" in md  # 8 x 110.9 = 887.2
+    assert "| 1.25x | keep1_e32 |" in md and "| 5.71 | 10 | 7 | 32 | 183 |" in md  # 32 x 5.71 = 182.7
+    assert "proportional to the training compute" in md
+    assert [line.split(",")[-2] for line in csv_path.read_text().splitlines()[-3:]] == ["20", "8", "32"]

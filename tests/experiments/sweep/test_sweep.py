@@ -208,7 +208,7 @@ def committed(name: str):
 
 @pytest.mark.parametrize("name", ["sweep_cpu.yaml", "native_tradeoff_cpu.yaml", "tuned_cpu.yaml",
                                   "ablation_norm_cpu.yaml", "ablation_maps_cpu.yaml",
-                                  "native_budget_cpu.yaml"])
+                                  "native_budget_cpu.yaml", "native_long_cpu.yaml"])
 def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
     base, s = committed(name)
     main_base, main = committed("sweep_cpu.yaml")
@@ -228,6 +228,12 @@ def test_committed_cpu_sweeps_are_valid_and_share_runs(name):
         reused = {p.run_dir for p in plan(main_base, main)} | {p.run_dir for p in plan(base, tradeoff)}
         assert {runs["alone"], runs["keep1_alone"], runs["grid_alone"]} <= reused
         assert runs["keep1_e32"] not in reused and s.methods["keep1_e32"].epochs == 32
+    if name == "native_long_cpu.yaml":  # the main sweep's alone and the budget study's keep1_e32, reused
+        _, budget = committed("native_budget_cpu.yaml")
+        runs = {p.method: p.run_dir for p in plan(base, s)}
+        assert runs["alone"] in {p.run_dir for p in plan(main_base, main)}
+        assert runs["keep1_e32"] in {p.run_dir for p in plan(base, budget)}
+        assert {s.methods[m].epochs for m in ("keep1_e128", "sep2_e128", "sep3_e128")} == {128}
     if name == "tuned_cpu.yaml":
         assert list(s.methods) == ["alone", "fm", "fm_at", "tuned"] and s.seeds == main.seeds
         fixed = {p.run_dir for p in plan(base, s) if p.method != "tuned"}
