@@ -1,7 +1,7 @@
 """Native Students' inference against the Teacher's: measured images/s ratio next to the FLOPs ratio.
 
 The Teacher (vgg_tiny, 128 px) and the 1.25x native Students (16 px: the plain vgg_tiny, vgg_tiny_keep1,
-vgg_tiny_keep3) run in interleaved rounds at batch 32, 256 and 1, through three compiled inference
+vgg_tiny_keep3 and the depthwise-separable vgg_tiny_keep2_sep, vgg_tiny_keep3_sep) run in interleaved rounds at batch 32, 256 and 1, through three compiled inference
 functions of the logits (as served):
 
 - ``function``: ``tf.function(reduce_retracing=True)`` (what ``evaluation.cost.images_per_second`` uses);
@@ -24,7 +24,8 @@ import tensorflow as tf
 from benchmarks.common import interleaved_rounds, within_round_ratios
 
 TEACHER = ("vgg_tiny", 128)
-STUDENTS = (("vgg_tiny", 16), ("vgg_tiny_keep1", 16), ("vgg_tiny_keep3", 16))
+STUDENTS = (("vgg_tiny", 16), ("vgg_tiny_keep1", 16), ("vgg_tiny_keep3", 16), ("vgg_tiny_keep2_sep", 16),
+            ("vgg_tiny_keep3_sep", 16))
 BATCHES = (32, 256, 1)
 PATHS = ("function", "signature", "xla")
 
