@@ -41,6 +41,11 @@ def test_native_rows_are_those_of_the_trade_off_file():
     _rows_in("### Native Students", ("sweep_native_tradeoff_cpu.md",), 10)
 
 
+def test_native_budget_and_long_training_rows_are_those_of_their_files():
+    _rows_in("#### Within a tenth of the Teacher's FLOPs at 1.25x", ("sweep_native_budget_cpu.md",), 10)
+    _rows_in("#### Trained long", ("sweep_native_long_cpu.md",), 6)
+
+
 # README benchmark row (its first words) -> the JSON values its figure column shows, in order
 BENCHMARK_ROWS = {
     "distiller CE + FM + AT+ (all classes) train step, VGG16": [
@@ -112,7 +117,13 @@ NATIVE_ROWS = {
     "measured ratio / FLOPs ratio, plain `vgg_tiny`": [
         (N, "batches", b, "ratio_over_flops_ratio", "vgg_tiny@16/function") for b in ("32", "256")],
     "measured ratio / FLOPs ratio, `vgg_tiny_keep1`": [
-        (N, "batches", "32", "ratio_over_flops_ratio", "vgg_tiny_keep1@16/xla")],
+        (N, "batches", "32", "ratio_over_flops_ratio", f"vgg_tiny_keep1@16/{p}")
+        for p in ("function", "xla")],
+    "FLOPs per image of `vgg_tiny_keep2_sep`": [
+        (N, "flops_per_image", f"vgg_tiny_keep{k}_sep@16") for k in (2, 3)],
+    "images/s ratio Student / Teacher, batch 32, `keep2_sep`": [
+        (N, "batches", "32", "measured_ratio_vs_teacher", f"vgg_tiny_keep{k}_sep@16/{p}")
+        for k in (2, 3) for p in ("function", "xla")],
     "a compiled call that returns its input": [(N, "batches", b, "overhead_ms") for b in ("32", "1")],
 }
 

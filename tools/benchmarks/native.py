@@ -1,8 +1,8 @@
 """Native Students' inference against the Teacher's: measured images/s ratio next to the FLOPs ratio.
 
 The Teacher (vgg_tiny, 128 px) and the 1.25x native Students (16 px: the plain vgg_tiny, vgg_tiny_keep1,
-vgg_tiny_keep3 and the depthwise-separable vgg_tiny_keep2_sep, vgg_tiny_keep3_sep) run in interleaved rounds at batch 32, 256 and 1, through three compiled inference
-functions of the logits (as served):
+vgg_tiny_keep3 and the depthwise-separable vgg_tiny_keep2_sep, vgg_tiny_keep3_sep) run in interleaved
+rounds at batch 32, 256 and 1, through three compiled inference functions of the logits (as served):
 
 - ``function``: ``tf.function(reduce_retracing=True)`` (what ``evaluation.cost.images_per_second`` uses);
 - ``signature``: ``tf.function`` with a fixed ``input_signature`` ``[None, S, S, 3]`` (one trace);
