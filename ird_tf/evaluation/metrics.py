@@ -24,6 +24,7 @@ from sklearn import metrics as skm
 
 from ird_tf.errors import DataError
 from ird_tf.files import write_text
+from ird_tf.models.traced import traced
 from ird_tf.scoring import SCORES, as_class_indices, classification_scores, json_safe
 
 SCALARS = SCORES
@@ -38,11 +39,16 @@ def predict_proba(
     Returns ``y_true`` int64 ``[N]`` and ``y_prob`` float32 ``[N, C]``.
     """
 
-    @tf.function(reduce_retracing=True)
-    def proba(images: tf.Tensor) -> tf.Tensor:
-        out = model(images, training=False)
-        logits = out["logits"] if isinstance(out, Mapping) else out
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+    def make():
+        @tf.function(reduce_retracing=True)
+        def proba(images: tf.Tensor) -> tf.Tensor:
+            out = model(images, training=False)
+            logits = out["logits"] if isinstance(out, Mapping) else out
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+        return proba
+
+    proba = traced(model, "proba", make)  # one trace per model, also across the runs it trains
 
     labels, probs = [], []
     for element in dataset:

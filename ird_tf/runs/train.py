@@ -126,7 +126,9 @@ def _train(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path,
 def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, own: Path, start: float,
           view: InputView, epochs: int, weights: str | None, wrap: Callable, train_table, export_base,
           attention_images: int, scored: tuple[str, ...]) -> RunResult:
+    from ird_tf.runs import pool
     from ird_tf.training.board import run_hparams, write_hparams
+    from ird_tf.training.callbacks import classifier_of
     from ird_tf.training.loop import fit, make_optimizer
     from ird_tf.training.runtime import set_seed
     from ird_tf.training.timing import Stopwatch
@@ -141,9 +143,11 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
     # (a teacher trained or only loaded, other runs of a study): a rerun or a resumed run is the same run
     set_seed(cfg.run.seed)
     with stopwatch.phase("build"), strategy.scope():
-        classifier = build_for(cfg, view, num_classes, weights)
-        model = wrap(classifier)
-        model.compile(optimizer=make_optimizer(replace(cfg.optim, epochs=epochs), steps), jit_compile=cfg.run.jit)
+        key = pool.pool_key(cfg, role=role, epochs=epochs, steps=steps, classes=num_classes, view=view,
+                            labeled=train_table is None)
+        model = pool.compiled(key, wrap(build_for(cfg, view, num_classes, weights)), lambda m: m.compile(
+            optimizer=make_optimizer(replace(cfg.optim, epochs=epochs), steps), jit_compile=cfg.run.jit))
+        classifier = classifier_of(model)
     with stopwatch.phase("datasets"):
         calibration = calibration_dataset(cfg, splits, view, train_table=train_table) \
             if cfg.optim.recalibrate_bn else None

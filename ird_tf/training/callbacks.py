@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from ird_tf import faults, files
 from ird_tf.errors import TrainingDiverged
+from ird_tf.models.traced import traced
 from ird_tf.scoring import classification_scores, improves, json_safe, mean_cross_entropy
 from ird_tf.training import timing
 
@@ -63,14 +64,19 @@ def predict_logits(model: keras.Model, dataset: tf.data.Dataset, input_key: str 
 
 
 def logits_function(model: keras.Model, input_key: str | None = None):
+    """The compiled ``x -> logits`` of ``model`` (of its classifier on ``x[input_key]``), one per model
+    and key (:func:`ird_tf.models.traced.traced`)."""
     net = classifier_of(model) if input_key else model
 
-    @tf.function(reduce_retracing=True)
-    def fn(x):
-        images = x[input_key] if input_key else x
-        return tf.cast(net(images, training=False)["logits"], tf.float32)
+    def make():
+        @tf.function(reduce_retracing=True)
+        def fn(x):
+            images = x[input_key] if input_key else x
+            return tf.cast(net(images, training=False)["logits"], tf.float32)
 
-    return fn
+        return fn
+
+    return traced(net, ("logits", input_key), make)
 
 
 def validation_scores(labels: np.ndarray, logits: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -152,8 +158,9 @@ def recalibrate_batch_norm(classifier: keras.Model, dataset: tf.data.Dataset, in
 
 def training_forward(classifier: keras.Model):
     """``classifier(x, training=True)`` compiled, for :func:`recalibrate_batch_norm` only (it is traced
-    and called while every BatchNormalization momentum is 0)."""
-    return tf.function(lambda x: classifier(x, training=True), reduce_retracing=True)
+    and called while every BatchNormalization momentum is 0), one per classifier."""
+    return traced(classifier, "training_forward",
+                  lambda: tf.function(lambda x: classifier(x, training=True), reduce_retracing=True))
 
 
 class RecalibrateBatchNorm(keras.callbacks.Callback):

@@ -11,7 +11,7 @@ from typing import Protocol
 from ird_tf.config import ExperimentConfig
 from ird_tf.errors import TrainingDiverged
 from ird_tf.experiments.study.report import fmt_time, nan_if_none
-from ird_tf.runs import RunResult, read_result
+from ird_tf.runs import RunResult, pool, read_result
 
 
 class PlannedRun(Protocol):
@@ -23,16 +23,14 @@ class PlannedRun(Protocol):
 
 
 def prepare_run(cfg: ExperimentConfig) -> None:
-    """A clean Keras state per run (memory stays flat over dozens of runs); seed and precision again
-    because ``clear_session`` resets the global dtype policy."""
-    import gc
-
+    """A clean Keras state per run; seed and precision again because ``clear_session`` resets the global
+    dtype policy. (``clear_session`` collects garbage itself: a second collection cost as much again, a
+    few tenths of a second per run.)"""
     import keras
 
     from ird_tf.training.runtime import set_precision, set_seed
 
     keras.backend.clear_session()
-    gc.collect()
     set_seed(cfg.run.seed)
     set_precision(cfg.run.precision)
 
@@ -80,15 +78,16 @@ def run_all(planned: Sequence[PlannedRun], splits, strategy, *, say: Callable[[s
     header.setdefault("reused", 0)
     header.setdefault("failed", [])
     header.setdefault("timings", [])
-    for i, p in enumerate(planned, 1):
-        tag = f"{i}/{len(planned)} {p.label()}"
-        result, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say,
-                                         trainers=trainers)
-        if failure:
-            header["failed"].append(failure)
-            continue
-        header["reused" if found else "trained"] += 1
-        if not found and result.timing:
-            header["timings"].append(result.timing)
-        after(p, found, tag)
+    with pool.keeping():  # a run with an earlier run's settings but its seed trains that run's model
+        for i, p in enumerate(planned, 1):
+            tag = f"{i}/{len(planned)} {p.label()}"
+            result, found, failure = execute(p, splits, strategy, tag=tag, start=start, say=say,
+                                             trainers=trainers)
+            if failure:
+                header["failed"].append(failure)
+                continue
+            header["reused" if found else "trained"] += 1
+            if not found and result.timing:
+                header["timings"].append(result.timing)
+            after(p, found, tag)
     return header

@@ -1,0 +1,93 @@
+"""Compiled training models kept across the runs of one process.
+
+A study trains the same network with the same settings once per seed. Compiled anew for every run, its
+train step (second-order gradients for AT+), validation, recalibration and scoring functions are traced
+anew, 1-3 s per run: as much as the train steps of a small native Student's whole run. And the graphs
+of every run stay in memory (TensorFlow keeps them), so Python's garbage collection slows down run after
+run. Here a run whose settings match an earlier run's (everything but the seed) trains the earlier run's
+compiled model instead: the fresh model it built under its own seed (initial weights; the Teacher it
+distils from) is copied into it and the optimizer goes back to its initial state (zero moments, step
+0), so the run computes exactly what it would with a model of its own, with functions already traced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ird_tf.config import ExperimentConfig
+
+if TYPE_CHECKING:  # TensorFlow is imported by the runs, not by importing this (``--help`` stays fast)
+    import keras
+    import numpy as np
+
+
+@dataclass
+class _Entry:
+    model: keras.Model
+    optimizer_state: list[np.ndarray]
+
+
+_POOL: dict[str, _Entry] = {}
+_KEEPING = [False]
+
+
+@contextmanager
+def keeping() -> Iterator[None]:
+    """Within it, :func:`compiled` keeps models for the runs that follow (a study's loop); outside, and
+    after it (the models are dropped), every run compiles its own."""
+    outer = _KEEPING[0]
+    _KEEPING[0] = True
+    try:
+        yield
+    finally:
+        _KEEPING[0] = outer
+        if not outer:
+            _POOL.clear()
+
+
+def pool_key(cfg: ExperimentConfig, **run: object) -> str:
+    """What a compiled model depends on: every setting of ``cfg`` but the seed (which sets only initial
+    weights, the Teacher's and the data order: all copied in or outside the model), and the run's own
+    ``run`` values (role, epochs, steps per epoch, classes, input view...)."""
+    settings = cfg.to_dict()
+    settings["run"] = {k: v for k, v in settings["run"].items() if k not in ("seed", "name")}
+    return json.dumps({"settings": settings, "run": {k: str(v) for k, v in run.items()}}, sort_keys=True)
+
+
+def compiled(key: str, fresh: keras.Model, compile_model: Callable[[keras.Model], None]) -> keras.Model:
+    """The model to train for a run: ``fresh`` (just built, not compiled) compiled by ``compile_model``
+    and kept under ``key``, or, when a model is kept under ``key`` already, that model with ``fresh``'s
+    weights and its optimizer's initial state. Models are kept only within :func:`keeping`. Call it in
+    the strategy's scope."""
+    entry = _POOL.get(key)
+    if entry is None or not _KEEPING[0]:
+        compile_model(fresh)
+        if not _KEEPING[0]:
+            return fresh
+        optimizer = fresh.optimizer
+        if not optimizer.built:
+            optimizer.build(fresh.trainable_variables)
+        _POOL[key] = _Entry(fresh, [v.numpy() for v in optimizer.variables])
+        return fresh
+    model = entry.model
+    weights = fresh.get_weights()
+    if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
+        raise RuntimeError(f"runs.pool: the kept model for this key has other weights than the new one; "
+                           f"key {key[:200]}...")
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, entry.optimizer_state, strict=True):
+        variable.assign(value)
+    model.stop_training = False
+    return model
+
+
+def size() -> int:
+    """The number of models kept."""
+    return len(_POOL)
+
+
+__all__ = ["compiled", "keeping", "pool_key", "size"]
