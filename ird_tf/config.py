@@ -22,13 +22,14 @@ MAGNIFICATIONS = (10.0, 5.0, 2.5, 1.25, 0.625)
 SOURCES = ("synthetic", "sicap", "folders")
 MODES = ("upsampled", "native")
 # <vgg>_keep<k>: the VGG without its first k max-pools, for native students (grid 2**k larger);
-# vgg_tiny_keep<k>_w<p>: the same with every stage p % as wide (FLOPs about (p/100)**2 of it)
-NARROW_BACKBONES = {f"vgg_tiny_keep{k}_w{p}": (k, p) for k in (1, 2, 3) for p in (50, 75)}  # name: (k, p)
-# vgg_tiny_keep<k>_sep: the same at full width with depthwise-separable convolutions after the first (the
-# grid kept at a fraction of the FLOPs)
-SEPARABLE_BACKBONES = {f"vgg_tiny_keep{k}_sep": k for k in (1, 2, 3)}  # name: k
-NATIVE_BACKBONES = (*(f"vgg_tiny_keep{k}" for k in (1, 2, 3)), *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)),
-                    *NARROW_BACKBONES, *SEPARABLE_BACKBONES)
+# vgg_tiny_keep<k>_w<p>: the same with every stage p % as wide (FLOPs about (p/100)**2 of it);
+# vgg_tiny_keep<k>_sep: full width with depthwise-separable convolutions after the first (the grid kept at
+# a fraction of the FLOPs). Every vgg_tiny variant, name: (k, width %, separable), built from this table.
+_KEEP = (1, 2, 3)
+VGG_TINY_NATIVE = {**{f"vgg_tiny_keep{k}": (k, 100, False) for k in _KEEP},
+                   **{f"vgg_tiny_keep{k}_w{p}": (k, p, False) for k in _KEEP for p in (50, 75)},
+                   **{f"vgg_tiny_keep{k}_sep": (k, 100, True) for k in _KEEP}}
+NATIVE_BACKBONES = (*VGG_TINY_NATIVE, *(f"vgg16_keep{k}" for k in (1, 2, 3, 4)))
 BACKBONES = ("vgg_tiny", "vgg16", "resnet50", "mobilenet_v2", *NATIVE_BACKBONES)
 # raised when a backbone's graph changes: part of a run's identity, so older graphs are not reused
 BACKBONE_REVISIONS = {"vgg_tiny": 2, "vgg16": 1, "resnet50": 1, "mobilenet_v2": 1,
@@ -418,7 +419,7 @@ class ExperimentConfig:
 
 def width_percent(backbone: str) -> int:
     """A backbone's width against its family's (``vgg_tiny_keep3_w50``: 50; the others 100)."""
-    return NARROW_BACKBONES.get(backbone, (0, 100))[1]
+    return VGG_TINY_NATIVE.get(backbone, (0, 100, False))[1]
 
 
 def _plain(x: Any) -> Any:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from ird_tf.config import BACKBONE_REVISIONS, NARROW_BACKBONES, SEPARABLE_BACKBONES
+from ird_tf.config import BACKBONE_REVISIONS, VGG_TINY_NATIVE
 from ird_tf.errors import ConfigError
 
 # Keras' caffe-style ImageNet mean, in BGR order (``keras.applications.imagenet_utils``).
@@ -170,27 +170,19 @@ _REGISTRY: dict[str, Backbone] = {
 # reading an image 2**k times smaller (k = log2 of the factor) has the Teacher's feature grid (FM and AT+
 # need no resizing); smaller k trades grid for FLOPs. Same layer names as the base VGG: ImageNet weights
 # and trained classifiers' convolutions copy in by name. ``vgg_tiny_keep<k>_w<p>``: every stage p % as wide
-# (the Teacher's FLOPs budget at 1.25x leaves room for the full grid only at half width).
-for _k in range(1, len(VGG_TINY_STAGES)):
-    _REGISTRY[f"vgg_tiny_keep{_k}"] = Backbone(
-        f"vgg_tiny_keep{_k}", "tf", lambda x, k=_k: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True, keep=k),
-        _vgg_head(VGG_TINY_STAGES), None,
+# (the Teacher's FLOPs budget at 1.25x leaves room for the full grid only at half width); ``_sep``:
+# depthwise-separable convolutions (``config.VGG_TINY_NATIVE`` lists them all).
+for _name, (_k, _p, _sep) in VGG_TINY_NATIVE.items():
+    _stages = tuple((width * _p // 100, convs) for width, convs in VGG_TINY_STAGES)
+    _REGISTRY[_name] = Backbone(
+        _name, "tf",
+        lambda x, k=_k, s=_stages, sep=_sep: _vgg_stack(x, s, batch_norm=True, keep=k, separable=sep),
+        _vgg_head(_stages), None,
     )
 for _k in range(1, len(VGG16_STAGES)):
     _REGISTRY[f"vgg16_keep{_k}"] = Backbone(
         f"vgg16_keep{_k}", "caffe", lambda x, k=_k: _vgg_stack(x, VGG16_STAGES, keep=k),
         _vgg_head(VGG16_STAGES), _reference(keras.applications.VGG16),
-    )
-for _name, (_k, _p) in NARROW_BACKBONES.items():
-    _stages = tuple((width * _p // 100, convs) for width, convs in VGG_TINY_STAGES)
-    _REGISTRY[_name] = Backbone(
-        _name, "tf", lambda x, k=_k, s=_stages: _vgg_stack(x, s, batch_norm=True, keep=k), _vgg_head(_stages),
-        None,
-    )
-for _name, _k in SEPARABLE_BACKBONES.items():
-    _REGISTRY[_name] = Backbone(
-        _name, "tf", lambda x, k=_k: _vgg_stack(x, VGG_TINY_STAGES, batch_norm=True, keep=k, separable=True),
-        _vgg_head(VGG_TINY_STAGES), None,
     )
 BACKBONES = tuple(_REGISTRY)
 
