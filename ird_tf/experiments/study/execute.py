@@ -50,7 +50,8 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
     status = "reused" if found else "resuming" if (p.run_dir / "backup").is_dir() else "training"
     say(f"run {tag}: {status} ({p.run_dir}), elapsed {fmt_time(time.time() - start)}")
     t0 = time.time()
-    prepare_run(p.cfg)
+    if not found:  # a finished run is only read: no Keras state to clean (its collection cost 0.2-0.4 s)
+        prepare_run(p.cfg)
     try:
         if trainers and p.kind in trainers:
             result = trainers[p.kind](p, splits, strategy)

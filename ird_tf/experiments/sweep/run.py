@@ -95,8 +95,8 @@ def tuned_trainer(base: ExperimentConfig, sweep: SweepConfig, header: dict):
 
 def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, results_dir: Path,
               out_name: str) -> int:
-    """Runs (or reuses) every planned run, rewriting the tables after each (the figure at the end); 0
-    when all finished."""
+    """Runs (or reuses) every planned run, rewriting the tables after each new result (the figure at the
+    end); 0 when all finished."""
     from ird_tf.runs import check_inputs, load_splits, setup_runtime
 
     start = time.time()
@@ -113,16 +113,22 @@ def run_sweep(base: ExperimentConfig, sweep: SweepConfig, *, command: str, resul
     costs = measure_costs(base, sweep, len(splits.class_names)) if sweep.measures_cost else None
     header = dict(command=command, commit=study.git_commit(), start=start)
 
-    def after(p: Planned, _reused: bool, tag: str) -> None:
+    tuned = any(m.kind == "tuned" for m in sweep.methods.values())
+
+    def after(p: Planned, reused: bool, tag: str) -> None:
         nonlocal planned
-        planned = plan(base, sweep)  # a tuned run's directory is known once its choice is recorded
-        p = planned[planned.index(p)]
+        if tuned:  # a tuned run's directory is known once its choice is recorded
+            planned = plan(base, sweep)
+            p = planned[planned.index(p)]
+        new = not reused
         if sweep.localised and p.method in (*sweep.localised, "teacher"):
             scores, cached = localise(p, splits, sweep)
+            new = new or not cached
             if not cached:
                 say(f"run {tag}: localisation energy {scores['energy_inside']:.3f}, pointing "
                     f"{scores['pointing_game']:.3f} (n={scores['n']})")
-        write_tables(base, sweep, planned, results_dir, out_name, header, costs, figures=False)
+        if new:  # nothing new after a reused run: the tables are rewritten at the next new result or the end
+            write_tables(base, sweep, planned, results_dir, out_name, header, costs, figures=False)
 
     study.run_all(list(planned), splits, strategy, say=say, start=start, header=header, after=after,
                   trainers={"tuned": tuned_trainer(base, sweep, header)})

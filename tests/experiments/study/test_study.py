@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from ird_tf.config import ConfigError, ExperimentConfig
 from ird_tf.errors import TrainingDiverged
 from ird_tf.experiments import study
 from ird_tf.runs import RunResult, write_result
+
+# the module, not the package's function of the same name
+execute_module = importlib.import_module("ird_tf.experiments.study.execute")
 
 
 def test_value_checks_name_the_setting_and_reject_booleans():
@@ -98,10 +102,13 @@ def test_execute_reuses_a_finished_run_and_reports_a_diverged_one(tmp_path, monk
         return runs.read_result(done), None
 
     monkeypatch.setattr(runs, "run_student", fake_student)
+    prepared = []
+    monkeypatch.setattr(execute_module, "prepare_run", prepared.append)
     result, reused, failure = study.execute(_Planned("distill", cfg, done), None, None, tag="1/2",
                                             start=0.0, say=lines.append)
     assert reused and failure is None and result.metrics["test"]["kappa"] == 0.4
     assert "reused" in lines[0] and not any("done in" in line for line in lines)
+    assert prepared == []  # a finished run is only read: no session to clear
 
     lines.clear()
     result, reused, failure = study.execute(_Planned("diverges", cfg, tmp_path / "new"), None, None,
@@ -110,3 +117,4 @@ def test_execute_reuses_a_finished_run_and_reports_a_diverged_one(tmp_path, monk
     assert failure == "2.5x diverges seed 22: loss is nan at epoch 2"
     assert "training" in lines[0] and "DIVERGED" in lines[-1]
     assert calls == ["distill", "diverges"]
+    assert prepared == [cfg]
