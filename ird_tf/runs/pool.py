@@ -63,26 +63,21 @@ def compiled(key: str, fresh: keras.Model, compile_model: Callable[[keras.Model]
     and kept under ``key``, or, when a model is kept under ``key`` already, that model with ``fresh``'s
     weights and its optimizer's initial state. Models are kept only within :func:`keeping`. Call it in
     the strategy's scope."""
-    entry = _POOL.get(key)
-    if entry is None or not _KEEPING[0]:
+    if not _KEEPING[0]:
         compile_model(fresh)
-        if not _KEEPING[0]:
-            return fresh
+        return fresh
+    entry = _POOL.get(key)
+    if entry is None:
+        compile_model(fresh)
         optimizer = fresh.optimizer
         if not optimizer.built:
             optimizer.build(fresh.trainable_variables)
         _POOL[key] = _Entry(fresh, [v.numpy() for v in optimizer.variables])
         return fresh
-    model = entry.model
-    weights = fresh.get_weights()
-    if [w.shape for w in weights] != [tuple(v.shape) for v in model.weights]:
-        raise RuntimeError(f"runs.pool: the kept model for this key has other weights than the new one; "
-                           f"key {key[:200]}...")
-    model.set_weights(weights)
-    for variable, value in zip(model.optimizer.variables, entry.optimizer_state, strict=True):
+    entry.model.set_weights(fresh.get_weights())  # Keras checks the count and shapes
+    for variable, value in zip(entry.model.optimizer.variables, entry.optimizer_state, strict=True):
         variable.assign(value)
-    model.stop_training = False
-    return model
+    return entry.model  # (``fit`` resets ``stop_training`` itself)
 
 
 def size() -> int:
