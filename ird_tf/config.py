@@ -284,6 +284,11 @@ class RunConfig:
     jit: bool = False
     tensorboard_images: int = 4
     verbose: int = 2
+    #: the training state (``backup/``, ``last.weights.h5``) is saved at the end of an epoch once this many
+    #: seconds have passed since it was last saved, and after the last epoch; 0 saves it after every
+    #: epoch. A kill loses at most this much training and the epoch in progress (a resume replays them
+    #: to the same numbers); short epochs do not pay for a save each.
+    checkpoint_seconds: float = 30.0
 
     @property
     def augment_jit(self) -> bool:
@@ -298,6 +303,7 @@ class RunConfig:
         _check_number("run.seed", self.seed, integer=True)
         _check_choice("run.verbose", self.verbose, (0, 1, 2))
         _check_positive("run.tensorboard_images", self.tensorboard_images, allow_zero=True, integer=True)
+        _check_positive("run.checkpoint_seconds", self.checkpoint_seconds, allow_zero=True)
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise ConfigError(f"run.output_dir={self.output_dir!r} is not accepted; expected a folder path")
         if self.name is not None and (not isinstance(self.name, str) or not self.name

@@ -20,6 +20,7 @@ def tiny_experiment(tmp_path: Path, *, size: int = 32, per_slide: int = 4, epoch
     cfg.optim.epochs = epochs
     cfg.optim.teacher_epochs = epochs if teacher_epochs is None else teacher_epochs
     cfg.run.output_dir, cfg.run.tensorboard_images = str(tmp_path / "runs"), board_images
+    cfg.run.checkpoint_seconds = 0.0  # a backup after every epoch: the fault tests kill between them
     if verbose is not None:
         cfg.run.verbose = verbose
     return cfg

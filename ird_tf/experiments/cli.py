@@ -73,6 +73,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "precision": ("run", "precision"),
     "strategy": ("run", "strategy"),
     "verbose": ("run", "verbose"),
+    "checkpoint_seconds": ("run", "checkpoint_seconds"),
 }
 
 
@@ -178,6 +179,9 @@ def build_parser(description: str, *, student: bool = True) -> argparse.Argument
                         "multiworker: from TF_CONFIG")
     g.add_argument("--jit", action="store_true", default=None, help="XLA-compile the train step")
     g.add_argument("--verbose", type=int, choices=(0, 1, 2))
+    g.add_argument("--checkpoint-seconds", type=float, metavar="S",
+                   help="save the training state (backup/, last.weights.h5) at the first epoch end S seconds "
+                        "after the last save, and after the last epoch (default 30; 0: every epoch)")
     if student:
         g.add_argument("--no-export", action="store_true", help="do not export the student for TF Serving")
     return p

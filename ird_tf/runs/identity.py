@@ -77,8 +77,9 @@ def student_dir(cfg: ExperimentConfig, kind: str = "distill") -> Path:
     if cfg.run.name:
         return Path(cfg.run.output_dir) / "students" / cfg.run.name
     settings = cfg.to_dict()
-    for section, key in (("run", "verbose"), ("run", "output_dir"), ("data", "cache_dir")):
-        settings[section].pop(key, None)  # how it is shown and where files go, not what is trained
+    for section, key in (("run", "verbose"), ("run", "output_dir"), ("run", "checkpoint_seconds"),
+                         ("data", "cache_dir")):
+        settings[section].pop(key, None)  # how it is shown, saved and where files go, not what is trained
     if settings["model"].get("student_backbone") is None:  # unset: digests of earlier runs unchanged
         settings["model"].pop("student_backbone", None)
     settings["optim"] = optim_identity(settings["optim"])

@@ -154,7 +154,8 @@ def _fill(cfg: ExperimentConfig, splits, strategy, *, role: str, run_dir: Path, 
     with stopwatch.phase("fit"):
         fit(model, train, val, run_dir=run_dir, epochs=epochs, steps_per_epoch=steps, num_classes=num_classes,
             val_input_key=view.key, verbose=cfg.run.verbose, attention_images=attention_images,
-            class_names=splits.class_names, calibration_ds=calibration, stopwatch=stopwatch)
+            class_names=splits.class_names, calibration_ds=calibration, stopwatch=stopwatch,
+            checkpoint_seconds=cfg.run.checkpoint_seconds)
     with stopwatch.phase("evaluation"):
         metrics = evaluate(classifier, evaluation, view, splits.class_names, own)
     with stopwatch.phase("hparams"):

@@ -5,7 +5,7 @@ Run directory after ``fit``::
     backup/             crash-safe training state (weights + optimizer + epoch), kept after the run
     best.weights.h5     classifier weights of the best epoch by ``monitor`` (val quadratic kappa)
     best.json           that epoch (1-based), the monitored value and the epoch's logs
-    last.weights.h5     classifier weights after the last completed epoch
+    last.weights.h5     classifier weights after the last epoch (while training: as of the backup)
     history.csv         one row per epoch: every loss term, accuracy, learning rate, val metrics
     tb/                 TensorBoard (one run): described scalars per epoch (step = epoch, from 1), titled
                         attention panels (Distiller, four epochs: ``board.panel_epochs``); hparams and
@@ -13,7 +13,9 @@ Run directory after ``fit``::
     done.json           written last; a run with it returns at once
 
 Killed at any moment (SIGKILL included), the same call resumes from the last backup (epoch, weights and
-optimizer state; a partial epoch is replayed from its first batch) and completes ``epochs``. Given the
+optimizer state; the epochs after it are replayed from their first batch) and completes ``epochs``. The
+backup is saved at an epoch's end once ``checkpoint_seconds`` have passed since the last one (0: every
+epoch) and after the last epoch. Given the
 training stream as a function of its start, a run resumed at an epoch's end continues with the batches an
 uninterrupted run would have seen, so its history is the same.
 The optimizer's step count resumes at the start of the replayed epoch, so a learning-rate schedule
@@ -99,6 +101,7 @@ def fit(
     extra_callbacks: tuple = (),
     verbose: int = 2,
     backup_every_steps: int | None = None,
+    checkpoint_seconds: float = 0.0,
     attention_images: int = 4,
     restore_best: bool = True,
     class_names: Sequence[str] | None = None,
@@ -120,6 +123,7 @@ def fit(
     ``calibration_ds``: finite batches (the training images without augmentation) over which the
     classifier's BatchNorm statistics are recomputed at each epoch end, before validation and checkpoints
     (``callbacks.RecalibrateBatchNorm``); None keeps Keras's moving averages of the training batches.
+    ``checkpoint_seconds``: how often the backup and ``last.weights.h5`` are saved (``callbacks.Backup``).
     ``stopwatch``: receives the time of every train step, validation pass, recalibration and epoch end
     (``ird_tf.training.timing``).
     Raises ``callbacks.TrainingDiverged`` when a loss becomes NaN/Inf (checkpoints keep the last good
@@ -160,10 +164,7 @@ def fit(
     callbacks += [cb.LearningRateLogger()]
     if val_ds is not None:
         callbacks.append(cb.BestCheckpoint(out, monitor=monitor, mode=mode))
-    callbacks += [
-        cb.LastCheckpoint(out),
-        cb.HistoryCSV(out / "history.csv", initial_epoch=initial_epoch),
-    ]
+    callbacks.append(cb.HistoryCSV(out / "history.csv", initial_epoch=initial_epoch))
     show_maps = isinstance(model, Distiller) and val_ds is not None and attention_images > 0
     val_batch = None
     if show_maps:
@@ -174,7 +175,9 @@ def fit(
         label_smoothing=_label_smoothing(model),
         val_batch=val_batch,
         class_names=class_names, num_classes=num_classes, max_images=attention_images))
-    callbacks += [*extra_callbacks, cb.Backup(out / "backup", every_steps=backup_every_steps),
+    callbacks += [*extra_callbacks,
+                  cb.Backup(out / "backup", every_steps=backup_every_steps, every_seconds=checkpoint_seconds,
+                            last_weights=out / "last.weights.h5"),
                   cb.EpochEndDone(steps)]
 
     start = time.time()

@@ -21,7 +21,7 @@ from ird_tf.evaluation.metrics import classification_metrics, predict_proba
 from ird_tf.models import build_classifier
 from ird_tf.scoring import json_safe
 from ird_tf.training import Distiller, Supervised, TrainingDiverged, board, fit
-from ird_tf.training.callbacks import BestCheckpoint, validation_scores
+from ird_tf.training.callbacks import Backup, BestCheckpoint, validation_scores
 
 S, B, C = 32, 8, 4
 
@@ -166,6 +166,73 @@ def test_fit_writes_history_checkpoints_and_done_marker(finished_run):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_backup_is_saved_once_the_interval_has_passed_and_after_the_last_epoch(tmp_path):
+    """Epochs of 4 s on a fake clock, a 10 s interval: saved after epochs 3 (12 s), 6 (24 s) and 7 (the
+    last); last.weights.h5 with each epoch-end save; 0 s: after every epoch."""
+    net = build_classifier("vgg_tiny", C, (S // 2, S // 2, 3))
+    model = Supervised(net, input_key="lr")
+    for seconds, expected in ((10.0, [3, 6, 7]), (0.0, [1, 2, 3, 4, 5, 6, 7])):
+        now = [0.0]
+        run = tmp_path / f"every{seconds:g}"
+        backup = Backup(run / "backup", every_seconds=seconds, last_weights=run / "last.weights.h5",
+                        clock=lambda now=now: now[0])
+        backup.set_model(model)
+        backup.set_params({"epochs": 7, "steps": 1, "verbose": 0})
+        backup.on_train_begin()
+        saved = []
+        for epoch in range(7):
+            now[0] += 4.0
+            backup.on_epoch_end(epoch)
+            if (run / "backup" / "latest.json").is_file():
+                meta = json.loads((run / "backup" / "latest.json").read_text())
+                if meta["epoch"] == epoch + 1:
+                    saved.append(meta["epoch"])
+            assert (run / "last.weights.h5").is_file() == bool(saved)
+        assert saved == expected, seconds
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtEpochEnd(keras.callbacks.Callback):
+    """Stands for a SIGKILL at the end of epoch ``n`` (1-based), before that epoch's backup."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.n:
+            raise _Killed
+
+
+def test_a_run_killed_before_its_first_backup_resumes_from_the_start_to_the_same_history(tmp_path):
+    """With a long checkpoint interval a run killed in epoch 3 of 4 has no backup yet (but has its best
+    checkpoint); the same call starts again from epoch 1 and ends with the uninterrupted run's history."""
+    x, y = data(8, 32)
+    val_x, val_y = data(9, 16)
+    stream = tf.data.Dataset.from_tensor_slices((x, y)).batch(B).repeat()
+    val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(B)
+
+    def run(run_dir, seconds, extra=()):
+        keras.utils.set_random_seed(11)
+        model = Supervised(build_classifier("vgg_tiny", C, (S // 2, S // 2, 3)), input_key="lr")
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        return fit(model, lambda start: stream.skip(start), val, run_dir=run_dir, epochs=4, steps_per_epoch=2,
+                   num_classes=C, val_input_key="lr", checkpoint_seconds=seconds, extra_callbacks=extra)
+
+    expected = run(tmp_path / "whole", 0.0)
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed", 1e9, extra=(_KillAtEpochEnd(3),))
+    assert not (tmp_path / "killed" / "backup").exists()
+    assert not (tmp_path / "killed" / "last.weights.h5").exists()
+    assert (tmp_path / "killed" / "best.weights.h5").is_file()
+    resumed = run(tmp_path / "killed", 1e9)
+    assert resumed == expected
+    assert json.loads((tmp_path / "killed" / "backup" / "latest.json").read_text())["epoch"] == 4
+
+
 def read_board(tb_dir: Path):
     """TensorBoard's own reader over a run's tb/ folder (every event file in it)."""
     acc = event_accumulator.EventAccumulator(str(tb_dir), size_guidance={event_accumulator.TENSORS: 0})
@@ -218,6 +285,23 @@ def test_attention_panels_at_four_evenly_spaced_epochs_ending_with_the_last():
     assert panel_epochs(3, 4) == {1, 2, 3}  # a short run: every epoch
     assert panel_epochs(5, 4) == {1, 2, 4, 5}  # round(1.25), round(2.5) (to even), round(3.75), 5
     assert panel_epochs(8, 0) == set()
+
+
+def test_a_reused_panel_canvas_draws_what_a_fresh_one_draws():
+    """The canvas kept across patches and epochs carries nothing of the patch drawn before (image,
+    its size, captions, colours, title) into the next."""
+    rng = np.random.default_rng(0)
+    big = [rng.random((40, 40, 3)) for _ in range(4)]
+    small = [rng.random((8, 8, 3)) for _ in range(4)]
+    first = {"teacher": ("teacher: p(G3) = 0.70\ntop class G3 (0.70)", board.CORRECT_COLOUR),
+             "student": ("student: p(G3) = 0.30\ntop class G4 (0.50)", board.WRONG_COLOUR)}
+    second = {"teacher": ("t", board.WRONG_COLOUR), "student": ("s", board.CORRECT_COLOUR)}
+    kept = board.PanelCanvas()
+    drawn_first = kept.draw(big, "first patch", first)
+    again = kept.draw(small, "second patch", second)
+    fresh = board.PanelCanvas().draw(small, "second patch", second)
+    np.testing.assert_array_equal(again, fresh)
+    assert again.shape == drawn_first.shape and np.abs(again - drawn_first).max() > 0.1
 
 
 def test_panel_titles_name_true_class_map_class_and_both_probabilities():
