@@ -89,7 +89,7 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
     augmented, class-balanced training set; the evaluation sets (``{split: dataset}``, the validation
     split and the others of ``scored``; a split left out is never opened) are one pass in file order.
     ``train_table`` replaces the labelled training table (an unlabeled folder: the training batches carry no labels)."""
-    from ird_tf.data.pipeline import evaluation_dataset, steps_per_epoch, training_dataset
+    from ird_tf.data.pipeline import steps_per_epoch, training_dataset
 
     d = cfg.data
     labeled = train_table is None
@@ -101,7 +101,7 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
                                 class_balanced=d.class_balanced and labeled, jit=cfg.run.augment_jit,
                                 start_batch=start_batch, **common)
 
-    evaluation = {split: evaluation_dataset(getattr(splits, split), view, **common)
+    evaluation = {split: _evaluation(getattr(splits, split), view, common, labeled=True)
                   for split in SPLITS if split == "val" or split in scored}
     return train, evaluation, steps_per_epoch(len(table), d.batch_size)
 
@@ -109,11 +109,27 @@ def datasets(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None
 def calibration_dataset(cfg: ExperimentConfig, splits, view: InputView, *, train_table=None):
     """The training images once, in file order and without augmentation (labels or not): what the
     BatchNorm statistics are recomputed over when ``optim.recalibrate_bn`` is on."""
-    from ird_tf.data.pipeline import evaluation_dataset
-
     labeled = train_table is None
     table = splits.train if labeled else train_table
-    return evaluation_dataset(table, view, labeled=labeled, **_reading(cfg, splits))
+    return _evaluation(table, view, _reading(cfg, splits), labeled=labeled)
+
+
+def _evaluation(table, view: InputView, reading: dict, *, labeled: bool):
+    """One pass over ``table`` in file order for ``view`` (``evaluation_dataset``), shared by the runs of
+    a study that read the same files the same way (``pool.shared``)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from ird_tf.data.pipeline import evaluation_dataset
+    from ird_tf.runs import pool
+
+    labels = table["label"] if "label" in table else [None] * len(table)
+    files = hashlib.sha1("\n".join(f"{p}\t{y}" for p, y in zip(table["path"], labels, strict=True))
+                         .encode()).hexdigest()
+    key = json.dumps({"dataset": "evaluation", "files": files, "view": asdict(view), "labeled": labeled,
+                      "reading": {k: str(v) for k, v in reading.items()}}, sort_keys=True)
+    return pool.shared(key, lambda: evaluation_dataset(table, view, labeled=labeled, **reading))
 
 
 def _reading(cfg: ExperimentConfig, splits) -> dict:

@@ -1,4 +1,4 @@
-"""Compiled training models kept across the runs of one process.
+"""Compiled training models, and the evaluation datasets, kept across the runs of one process.
 
 A study trains the same network with the same settings once per seed. Compiled anew for every run, its
 train step (second-order gradients for AT+), validation, recalibration and scoring functions are traced
@@ -8,6 +8,10 @@ run. Here a run whose settings match an earlier run's (everything but the seed) 
 compiled model instead: the fresh model it built under its own seed (initial weights; the Teacher it
 distils from) is copied into it and the optimizer goes back to its initial state (zero moments, step
 0), so the run computes exactly what it would with a model of its own, with functions already traced.
+
+The validation, test and calibration datasets of a view are the same for every run that reads it (one
+pass in file order, decoded images cached in memory): :func:`shared` keeps them, so the files are checked,
+decoded and the pipeline's functions instantiated once per study rather than once per run.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ird_tf.config import ExperimentConfig
 
@@ -31,7 +35,9 @@ class _Entry:
     optimizer_state: list[np.ndarray]
 
 
+T = TypeVar("T")
 _POOL: dict[str, _Entry] = {}
+_SHARED: dict[str, object] = {}
 _KEEPING = [False]
 
 
@@ -47,6 +53,7 @@ def keeping() -> Iterator[None]:
         _KEEPING[0] = outer
         if not outer:
             _POOL.clear()
+            _SHARED.clear()
 
 
 def pool_key(cfg: ExperimentConfig, **run: object) -> str:
@@ -80,9 +87,20 @@ def compiled(key: str, fresh: keras.Model, compile_model: Callable[[keras.Model]
     return entry.model  # (``fit`` resets ``stop_training`` itself)
 
 
+def shared(key: str, make: Callable[[], T]) -> T:
+    """Within :func:`keeping`, the object kept under ``key`` (made by ``make`` the first time); outside,
+    ``make()``. For what does not change from run to run: an evaluation dataset, not a training stream
+    (its order follows the run's seed)."""
+    if not _KEEPING[0]:
+        return make()
+    if key not in _SHARED:
+        _SHARED[key] = make()
+    return _SHARED[key]  # type: ignore[return-value]
+
+
 def size() -> int:
     """The number of models kept."""
     return len(_POOL)
 
 
-__all__ = ["compiled", "keeping", "pool_key", "size"]
+__all__ = ["compiled", "keeping", "pool_key", "shared", "size"]

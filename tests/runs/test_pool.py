@@ -54,3 +54,27 @@ def test_keys_differ_by_everything_but_the_seed(tmp_path):
     other.loss.at = cfg.loss.at + 1.0  # a loss weight is a constant of the traced step
     assert pool.pool_key(cfg, role="distill") != pool.pool_key(other, role="distill")
     assert pool.pool_key(cfg, role="distill") != pool.pool_key(cfg, role="alone")
+
+
+def test_evaluation_datasets_are_shared_within_keeping_only(tmp_path):
+    """The validation, test and calibration datasets of a view are built once per ``keeping`` block and
+    given to every run that reads the same files the same way; the training stream (seeded) is not."""
+    from dataclasses import replace
+
+    from ird_tf.data.view import InputView
+    from ird_tf.runs.environment import calibration_dataset, datasets
+
+    cfg = tiny_experiment(tmp_path)
+    cfg.validate()
+    splits = load_splits(cfg)
+    view = InputView.of(cfg.data, "distill")
+    with pool.keeping():
+        train1, first, _ = datasets(cfg, splits, view)
+        train2, again, _ = datasets(cfg, splits, view)
+        assert first.keys() == again.keys() == {"val", "test"}
+        assert all(first[s] is again[s] for s in first) and first["val"] is not first["test"]
+        assert calibration_dataset(cfg, splits, view) is calibration_dataset(cfg, splits, view)
+        assert train1(0) is not train2(0)
+        other = InputView.of(replace(cfg.data, student_mag=cfg.data.student_mag / 2), "distill")
+        assert datasets(cfg, splits, other)[1]["val"] is not first["val"]
+    assert datasets(cfg, splits, view)[1]["val"] is not first["val"]
