@@ -23,15 +23,16 @@ class PlannedRun(Protocol):
 
 
 def prepare_run(cfg: ExperimentConfig) -> None:
-    """A clean Keras state per run (layer names counted from zero again); seed and precision again because
-    ``clear_session`` resets the global dtype policy. Without a garbage collection: a full one walks every
-    object of the study's process, 0.35 s a run in the native trade-off study; Python's own collections
-    still free what a finished run left."""
-    import keras
+    """Seed and precision again before a run, so its result does not depend on the runs before it.
 
+    Not ``keras.backend.clear_session``: it clears TensorFlow's kernel cache (as ``tf.random.set_seed``
+    does, see ``training.runtime.set_seed``), so the compiled functions of the models a study keeps
+    (``runs.pool``) were instantiated again in every run, and its garbage collection walks every object
+    of the process (0.35 s a run). What else it resets does not act on a run: every classifier layer is
+    named explicitly, weight files are keyed by layer order within each class, and the dtype policy is
+    set here."""
     from ird_tf.training.runtime import set_precision, set_seed
 
-    keras.backend.clear_session(free_memory=False)
     set_seed(cfg.run.seed)
     set_precision(cfg.run.precision)
 
