@@ -52,7 +52,7 @@ def execute(p: PlannedRun, splits, strategy, *, tag: str, start: float, say: Cal
     status = "reused" if found else "resuming" if (p.run_dir / "backup").is_dir() else "training"
     say(f"run {tag}: {status} ({p.run_dir}), elapsed {fmt_time(time.time() - start)}")
     t0 = time.time()
-    if not found:  # a finished run is only read: no Keras state to clean
+    if not found:  # a finished run is only read: it builds no model to seed
         prepare_run(p.cfg)
     try:
         if trainers and p.kind in trainers:

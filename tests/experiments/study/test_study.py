@@ -108,7 +108,7 @@ def test_execute_reuses_a_finished_run_and_reports_a_diverged_one(tmp_path, monk
                                             start=0.0, say=lines.append)
     assert reused and failure is None and result.metrics["test"]["kappa"] == 0.4
     assert "reused" in lines[0] and not any("done in" in line for line in lines)
-    assert prepared == []  # a finished run is only read: no session to clear
+    assert prepared == []  # a finished run is only read: nothing to seed
 
     lines.clear()
     result, reused, failure = study.execute(_Planned("diverges", cfg, tmp_path / "new"), None, None,
